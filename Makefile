@@ -1,0 +1,31 @@
+# `make demo` and `make test` create .venv and install into it when it is missing or stale.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= runs/demo
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# facenet-pytorch (optional MTCNN detector) pins torch<2.3 and numpy<2; its code runs on current releases.
+	$(PY) -m pip install --quiet --no-deps "facenet-pytorch>=2.5"
+	$(PY) -c "import torch, dlib, face_recognition_models, facenet_pytorch, ray"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/augmentor preprocess --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check augmentor pipelines recognition tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

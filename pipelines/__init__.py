@@ -1,0 +1,1 @@
+"""Dataset adapters and bulk jobs built on top of :mod:`augmentor`."""
