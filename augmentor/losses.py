@@ -1,0 +1,217 @@
+"""The paper's losses (eq. 1-6) as small pure functions, the frozen feature networks they need, and one
+combiner per side that returns ``(total, logs)``. No loss calls ``.backward()``.
+
+Substitutions, since the paper's networks cannot be had offline:
+- perceptual ``face`` (default): L1 distance between intermediate feature maps of our dlib-ResNet port,
+  in place of LPIPS. ``lpips`` uses the real LPIPS (AlexNet) where its backbone weights are present.
+- identity: squared distance between 128-D dlib-ResNet embeddings, in place of VGG-Face fc7.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from augmentor.resources import MissingModelFileError
+
+log = logging.getLogger(__name__)
+
+FACE_PERCEPTUAL_LAYERS = ("level4", "level3", "level2")  # 35x35, 17x17 and 8x8 maps of the dlib ResNet
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (paper eq. 6) and kinds. A weight of 0 skips that term."""
+
+    pixel: float = 1.0  # L1 reconstruction weight
+    perceptual: float = 1.0  # lambda_1, perceptual loss weight (blocks >= perceptual_from)
+    adversarial: float = 0.1  # lambda_2, LSGAN generator loss weight
+    identity: float = 10.0  # lambda_3, identity loss weight (blocks >= identity_from)
+    tv: float = 1e-6  # lambda_4, total variation weight (eq. 5)
+    perceptual_kind: Literal["face", "lpips"] = "face"  # face: dlib-ResNet features (offline); lpips: AlexNet LPIPS
+    perceptual_from: int = 32  # smallest block resolution with a perceptual loss
+    identity_from: int = 32  # smallest block resolution with an identity loss
+    real_label: float = 0.9  # one-sided label smoothing of the discriminators' real target
+    lsgan_target: float = 1.0  # c in the LSGAN generator loss
+    lpips_random: bool = False  # lpips only: random backbone (pnet_rand=True), for tests without weights
+    identity_weights: str | None = None  # path of dlib_face_recognition_resnet_model_v1.dat; None = the packaged one
+
+
+# --- pure functions -----------------------------------------------------------------------------------------------
+
+
+def g_pixel_l1(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error (eq. 1)."""
+    return (fake - real).abs().mean()
+
+
+def g_total_variation(fake: torch.Tensor) -> torch.Tensor:
+    """Total variation (eq. 5): squared differences between neighbouring pixels, summed per image, mean over batch."""
+    dx = fake[..., :, 1:] - fake[..., :, :-1]
+    dy = fake[..., 1:, :] - fake[..., :-1, :]
+    return (dx.pow(2).sum() + dy.pow(2).sum()) / fake.shape[0]
+
+
+def g_lsgan(d_fake: torch.Tensor, target: float = 1.0) -> torch.Tensor:
+    """Least-squares generator loss (Mao et al.): ``mean((D(G(x)) - c)^2)`` with c = 1."""
+    return (d_fake - target).pow(2).mean()
+
+
+def d_lsgan(d_real: torch.Tensor, d_fake: torch.Tensor, real_label: float = 0.9) -> torch.Tensor:
+    """Least-squares discriminator loss with one-sided label smoothing of the real batch."""
+    return 0.5 * ((d_real - real_label).pow(2).mean() + d_fake.pow(2).mean())
+
+
+def g_identity(emb_fake: torch.Tensor, emb_real: torch.Tensor) -> torch.Tensor:
+    """Mean squared Euclidean distance between face embeddings ``[B, D]`` (eq. 4)."""
+    return (emb_fake - emb_real).pow(2).sum(dim=1).mean()
+
+
+def g_feature_l1(feats_fake: dict[str, torch.Tensor], feats_real: dict[str, torch.Tensor], names) -> torch.Tensor:
+    """Mean over ``names`` of the L1 distance between feature maps (the face-perceptual loss)."""
+    return torch.stack([(feats_fake[n] - feats_real[n]).abs().mean() for n in names]).mean()
+
+
+# --- frozen feature networks --------------------------------------------------------------------------------------
+
+
+class FaceFeatures(nn.Module):
+    """The dlib-ResNet port as a frozen feature extractor for images in [-1, 1] of any size.
+
+    Images are resampled bilinearly to the network's 150x150 input: the whole aligned image, not a tight chip.
+    """
+
+    def __init__(self, weights: str | Path | None = None, random: bool = False):
+        super().__init__()
+        from augmentor.identity import DlibResNet
+
+        self.net = DlibResNet() if random else DlibResNet.from_dat(weights)
+        self.requires_grad_(False).train(False)
+
+    def train(self, mode: bool = True) -> FaceFeatures:
+        return super().train(False)  # frozen: never leaves eval mode
+
+    def forward(self, images: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        x = F.interpolate((images.float() + 1) / 2, size=(150, 150), mode="bilinear", align_corners=False)
+        return self.net.features(x, layers)
+
+
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+
+
+class LpipsDistance(nn.Module):
+    """The real ``lpips`` package (AlexNet), frozen. Inputs in [-1, 1]."""
+
+    def __init__(self, random_backbone: bool = False):
+        super().__init__()
+        try:
+            import lpips
+        except ImportError as exc:
+            raise MissingModelFileError("perceptual_kind 'lpips' needs the lpips package: pip install lpips") from exc
+        torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+        weights = torch_home / "hub" / "checkpoints" / ALEXNET_FILE
+        if not random_backbone and not weights.is_file():
+            raise MissingModelFileError(
+                f"LPIPS needs torchvision's AlexNet weights at {weights} (set TORCH_HOME to the folder holding "
+                f"hub/checkpoints/{ALEXNET_FILE}); they cannot be downloaded here. Use perceptual_kind: face instead."
+            )
+        try:
+            self.net = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=random_backbone, verbose=False)
+        except OSError as exc:  # a download attempt that failed
+            raise MissingModelFileError(f"LPIPS could not load its AlexNet backbone ({exc}); see {weights}") from exc
+        self.requires_grad_(False).train(False)
+
+    def train(self, mode: bool = True) -> LpipsDistance:
+        return super().train(False)
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        return self.net(fake.float(), real.float()).mean()
+
+
+# --- combiners ----------------------------------------------------------------------------------------------------
+
+
+class CascadeLoss(nn.Module):
+    """Holds the frozen networks and combines the per-block terms.
+
+    Args:
+        config: Weights and kinds.
+        random_features: Use random-weight feature networks (tests only).
+    """
+
+    def __init__(self, config: LossConfig | None = None, random_features: bool = False):
+        super().__init__()
+        self.config = cfg = config or LossConfig()
+        need_face = cfg.identity > 0 or (cfg.perceptual > 0 and cfg.perceptual_kind == "face")
+        self.face = FaceFeatures(cfg.identity_weights, random=random_features) if need_face else None
+        self.lpips = None
+        if cfg.perceptual > 0 and cfg.perceptual_kind == "lpips":
+            self.lpips = LpipsDistance(random_backbone=cfg.lpips_random or random_features)
+
+    def generator(
+        self,
+        fakes: dict[int, torch.Tensor],
+        reals: dict[int, torch.Tensor],
+        d_fakes: dict[int, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sum over blocks of the weighted terms (eq. 6).
+
+        Args:
+            fakes: ``{N: [B, 3, N, N]}`` generator outputs (face pasted back).
+            reals: Ground truth at the same resolutions.
+            d_fakes: Discriminator scores of ``fakes``; None skips the adversarial term.
+
+        Returns:
+            The total and a flat dict of detached per-block terms, e.g. ``l1_128`` (tensors, so that a
+            training loop can average them on the device and synchronise rarely).
+        """
+        cfg = self.config
+        total = torch.zeros((), device=next(iter(fakes.values())).device)
+        logs: dict[str, torch.Tensor] = {}
+        for r, fake in fakes.items():
+            real = reals[r]
+            terms: dict[str, tuple[float, torch.Tensor]] = {}
+            if cfg.pixel:
+                terms["l1"] = (cfg.pixel, g_pixel_l1(fake, real))
+            if cfg.tv:
+                terms["tv"] = (cfg.tv, g_total_variation(fake))
+            if cfg.adversarial and d_fakes is not None:
+                terms["adv"] = (cfg.adversarial, g_lsgan(d_fakes[r], cfg.lsgan_target))
+            use_perc = cfg.perceptual > 0 and r >= cfg.perceptual_from
+            use_id = cfg.identity > 0 and r >= cfg.identity_from
+            if self.face is not None and ((use_perc and cfg.perceptual_kind == "face") or use_id):
+                layers = (FACE_PERCEPTUAL_LAYERS if use_perc and cfg.perceptual_kind == "face" else ()) + (
+                    ("embedding",) if use_id else ()
+                )
+                feats_fake = self.face(fake, layers)
+                with torch.no_grad():
+                    feats_real = self.face(real, layers)
+                if use_perc and cfg.perceptual_kind == "face":
+                    terms["perc"] = (cfg.perceptual, g_feature_l1(feats_fake, feats_real, FACE_PERCEPTUAL_LAYERS))
+                if use_id:
+                    terms["id"] = (cfg.identity, g_identity(feats_fake["embedding"], feats_real["embedding"]))
+            if use_perc and self.lpips is not None:
+                terms["perc"] = (cfg.perceptual, self.lpips(fake, real))
+            for name, (weight, value) in terms.items():
+                total = total + weight * value
+                logs[f"{name}_{r}"] = value.detach()
+        return total, logs
+
+    def discriminator(
+        self, d_reals: dict[int, torch.Tensor], d_fakes: dict[int, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sum over blocks of the LSGAN discriminator loss."""
+        total = torch.zeros((), device=next(iter(d_reals.values())).device)
+        logs = {}
+        for r, d_real in d_reals.items():
+            value = d_lsgan(d_real, d_fakes[r], self.config.real_label)
+            total = total + value
+            logs[f"d_{r}"] = value.detach()
+        return total, logs
