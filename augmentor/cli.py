@@ -107,9 +107,9 @@ def preprocess(
     from augmentor.config import ConfigError, load_config, to_dict
     from augmentor.faces import MaskingConfig
     from augmentor.preprocess import preprocess as run_preprocess
-    from augmentor.preview import shard_preview
     from augmentor.resources import MissingModelFileError
     from augmentor.samples import SAMPLES_LIST
+    from augmentor.visualize import shard_preview
     from pipelines.datasets import DatasetError, load_dataset
 
     if dataset is None:
@@ -157,6 +157,117 @@ def preprocess(
     preview = shard_preview(out, out / "preview.png")
     if preview is not None:
         click.echo(f"preview: {preview}")
+
+
+def _next_run_dir(root: Path, desc: str) -> Path:
+    """``root/00012-desc``: one more than the highest numbered run folder in ``root``."""
+    numbers = (
+        [int(p.name.split("-", 1)[0]) for p in root.glob("[0-9]" * 5 + "-*") if p.is_dir()] if root.is_dir() else []
+    )
+    return root / f"{max(numbers, default=-1) + 1:05d}-{desc}"
+
+
+@main.command()
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Output folder of `augmentor preprocess` (overrides data.path of the config).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="YAML",
+    help="Training config, e.g. configs/train/cascade.yaml. Default: built-in.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set loss.identity=0 --set epochs=5. Repeatable.",
+)
+@click.option(
+    "--regime",
+    type=click.Choice(["cascade", "progressive"]),
+    default=None,
+    help="cascade: all blocks every step (the paper); progressive: ProGAN-style growth. Default: config.",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=None, metavar="N", help="Maximum epochs. Default: config."
+)
+@click.option("--device", default=None, metavar="DEVICE", help="auto, cpu, cuda, cuda:1 ... Default: config (auto).")
+@click.option(
+    "--out",
+    "out_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs"),
+    metavar="DIR",
+    help="Parent folder of the numbered run folder.",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    metavar="RUN_DIR",
+    help="Continue this run folder from its last finished epoch (its saved config wins).",
+)
+@click.option("-n", "--dry-run", is_flag=True, help="Print the resolved config, then stop.")
+def train(data_path, config_path, overrides, regime, epochs, device, out_root, resume_dir, dry_run) -> None:
+    """Train the cascaded GAN (or its progressive variant) on preprocessed faces.
+
+    Writes a numbered run folder with train_config.json, metrics.jsonl, a sample grid per epoch,
+    loss_curves.png, checkpoint/ (best validation epoch), last/ and resume/.
+
+    \b
+    Examples:
+      augmentor train --data runs/celeba --config configs/train/cascade.yaml
+      augmentor train --data runs/celeba --config configs/train/progressive.yaml
+      augmentor train --data runs/celeba --config configs/train/tiny.yaml --device cpu
+      augmentor train --resume runs/00003-cascade-cascade
+    """
+    from augmentor.config import ConfigError, load_config, to_dict
+    from augmentor.resources import MissingModelFileError
+    from augmentor.train import TrainConfig, load_run_config
+    from augmentor.train import train as run_training
+
+    if resume_dir is not None:
+        if config_path or overrides or data_path or regime or epochs or device:
+            raise click.BadParameter(
+                "--resume takes the run's saved config; give no other settings", param_hint="--resume"
+            )
+        cfg, run_dir = load_run_config(resume_dir), resume_dir
+    else:
+        extra = list(overrides)
+        extra += [f"data.path={data_path}"] if data_path else []
+        extra += [f"regime={regime}"] if regime else []
+        extra += [f"epochs={epochs}"] if epochs else []
+        extra += [f"device={device}"] if device else []
+        try:
+            cfg = load_config(TrainConfig, config_path, extra)
+        except (ConfigError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        if not cfg.data.path:
+            raise click.BadParameter(
+                "no training data: pass --data DIR (an `augmentor preprocess` output)", param_hint="--data"
+            )
+        desc = f"{cfg.regime}-{config_path.stem if config_path else 'default'}"
+        run_dir = _next_run_dir(out_root, desc)
+    if dry_run:
+        click.echo(json.dumps({"run_dir": str(run_dir), **to_dict(cfg)}, indent=2))
+        return
+    click.echo(f"run folder: {run_dir}")
+    try:
+        checkpoint = run_training(cfg, run_dir, resume=resume_dir is not None)
+    except (FileNotFoundError, MissingModelFileError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"best generator: {checkpoint}")
+    click.echo(f"loss curves: {run_dir / 'loss_curves.png'}; samples: {run_dir / 'samples'}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,104 @@
+"""Generator checkpoints: ``model.safetensors`` + ``config.json``; the model is rebuilt from the config alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import augmentor
+from augmentor.config import from_dict, to_dict
+from augmentor.models import Cascade, CascadeConfig
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT = "augmentor-cascade"
+FORMAT_VERSION = 1
+
+
+def code_version() -> str:
+    """The package version, plus the git commit when run from a checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{augmentor.__version__}+{commit}" if commit else augmentor.__version__
+
+
+def save_generator(
+    model: Cascade, directory: str | Path, meta: dict[str, Any] | None = None, dtype: torch.dtype | None = None
+) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` to ``directory`` (each atomically).
+
+    Args:
+        model: The cascade.
+        directory: Output folder (created).
+        meta: Extra JSON-able fields for ``config.json`` (losses, data fingerprint, training summary).
+        dtype: Store floating weights in this dtype (e.g. ``torch.bfloat16`` to ship); loading casts back.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": to_dict(model.config),
+        "code_version": code_version(),
+        **(meta or {}),
+    }
+    tmp = directory / f".{MODEL_FILE}.tmp"
+    save_file(state, str(tmp), metadata={"format": FORMAT})
+    tmp.replace(directory / MODEL_FILE)
+    tmp = directory / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(config, indent=2))
+    tmp.replace(directory / CONFIG_FILE)
+    return directory
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a checkpoint folder, checked for its format."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not an augmentor checkpoint folder")
+    config = json.loads(path.read_text())
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an {FORMAT} checkpoint (format={config.get('format')!r})")
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path} needs a newer augmentor (format_version {config['format_version']})")
+    return config
+
+
+def load_generator(directory: str | Path, device: str | torch.device = "cpu") -> tuple[Cascade, dict[str, Any]]:
+    """Rebuild the cascade from ``config.json`` and load its weights (as float32).
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        ValueError: the files do not match each other.
+    """
+    directory = Path(directory)
+    config = read_config(directory)
+    model = Cascade(from_dict(CascadeConfig, config["architecture"], "architecture"))
+    weights = directory / MODEL_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{weights} does not match its config.json: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    return model.to(device).eval(), config

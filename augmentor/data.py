@@ -1,0 +1,125 @@
+"""Training data: the ``ok`` rows of preprocess shards as uint8 tensors, split by identity."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+
+from augmentor.shards import decode_mask, decode_png, read_shards
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    """Where the training faces come from and how they are split."""
+
+    path: str = ""  # an `augmentor preprocess` output folder
+    val_fraction: float = 0.05  # share of identities held out for validation
+    max_padded_fraction: float = 1.0  # drop rows whose listing's padded_fraction is larger (CelebA's padded images)
+    max_border_fraction: float = 1.0  # drop rows whose aligned crop lay more than this much outside the photo
+    limit: int | None = None  # use only the first N rows (smoke tests)
+    mirror: bool = True  # random horizontal flips
+
+
+@dataclass
+class FaceSet:
+    """Aligned faces and masks held in memory."""
+
+    images: torch.Tensor  # [N, 3, S, S] uint8 RGB
+    masks: torch.Tensor  # [N, 1, S, S] uint8 in {0, 1}
+    identities: list[str]
+    image_ids: list[str]
+    fingerprint: str  # sha256 of the sorted image ids, recorded in checkpoints
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def subset(self, index: np.ndarray) -> FaceSet:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return FaceSet(
+            self.images[idx],
+            self.masks[idx],
+            [self.identities[i] for i in index],
+            [self.image_ids[i] for i in index],
+            self.fingerprint,
+        )
+
+
+def load_faces(config: DataConfig) -> FaceSet:
+    """Read and decode the ``ok`` rows of a preprocess folder.
+
+    Raises:
+        FileNotFoundError: no shards at ``config.path``.
+        ValueError: no usable row after filtering.
+    """
+    table = read_shards(config.path, status="ok")
+    keep = np.ones(table.num_rows, bool)
+    if "padded_fraction" in table.column_names and config.max_padded_fraction < 1.0:
+        keep &= np.asarray(pc.fill_null(table["padded_fraction"], 0.0)) <= config.max_padded_fraction
+    if config.max_border_fraction < 1.0:
+        keep &= np.asarray(table["border_fraction"]) <= config.max_border_fraction
+    table = table.filter(keep)
+    if config.limit is not None:
+        table = table.slice(0, config.limit)
+    if table.num_rows == 0:
+        raise ValueError(f"no usable faces in {config.path} after filtering")
+    aligned, masks = table["aligned"].to_pylist(), table["mask"].to_pylist()
+    with ThreadPoolExecutor() as pool:  # cv2 releases the GIL while decoding
+        images = np.stack(list(pool.map(decode_png, aligned)))  # [N, S, S, 3]
+        mask_arr = np.stack(list(pool.map(decode_mask, masks)))  # [N, S, S]
+    ids = table["image_id"].to_pylist()
+    fingerprint = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+    log.info("loaded %d faces from %s", len(ids), config.path)
+    return FaceSet(
+        images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        masks=torch.from_numpy(mask_arr)[:, None].contiguous(),
+        identities=[str(i) for i in table["identity"].to_pylist()],
+        image_ids=ids,
+        fingerprint=fingerprint,
+    )
+
+
+def split_by_identity(identities: list[str], val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of a train / validation split that shares no identity.
+
+    At least one identity goes to validation when ``val_fraction > 0`` and there are two or more.
+    """
+    names = sorted(set(identities))
+    rng = np.random.default_rng(seed)
+    rng.shuffle(names)
+    num_val = 0 if val_fraction <= 0 or len(names) < 2 else max(1, round(val_fraction * len(names)))
+    held = set(names[:num_val])
+    is_val = np.array([i in held for i in identities])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def to_model_range(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images and masks to ``([B, 3, S, S] in [-1, 1], [B, 1, S, S] in {0, 1})`` float32."""
+    return images.float() / 127.5 - 1.0, masks.float()
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_model_range`: rounds, so pasted face pixels come back bit-identical."""
+    return ((images.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def batches(num: int, batch_size: int, generator: torch.Generator, shuffle: bool = True, drop_last: bool = True):
+    """Yield index tensors of one epoch."""
+    order = torch.randperm(num, generator=generator) if shuffle else torch.arange(num)
+    stop = num - num % batch_size if drop_last and num >= batch_size else num
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]
+
+
+def mirror(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip a random half of the batch left-right."""
+    flip = torch.rand(images.shape[0], generator=generator) < 0.5
+    flip = flip.to(images.device)[:, None, None, None]
+    return torch.where(flip, images.flip(-1), images), torch.where(flip, masks.flip(-1), masks)
