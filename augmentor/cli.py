@@ -270,5 +270,150 @@ def train(data_path, config_path, overrides, regime, epochs, device, out_root, r
     click.echo(f"loss curves: {run_dir / 'loss_curves.png'}; samples: {run_dir / 'samples'}")
 
 
+def _model_label(spec: str) -> tuple[str, Path]:
+    """``NAME=PATH`` or ``PATH`` (labelled by its run folder) -> (label, path)."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        path, name = spec, ""
+    folder = Path(path)
+    if not name:
+        name = folder.parent.name if folder.name in ("checkpoint", "last") else folder.name
+    return name, folder
+
+
+@main.command()
+@click.option(
+    "--model",
+    "model_specs",
+    multiple=True,
+    metavar="[NAME=]PATH",
+    help="A checkpoint folder to evaluate; repeatable. Default: the shipped model.",
+)
+@click.option(
+    "--progan",
+    "progan",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="A progressive-regime checkpoint, shown as 'ProGAN'.",
+)
+@click.option("--baselines-only", is_flag=True, help="Score only the classical baselines (no model).")
+@click.option(
+    "--dataset",
+    type=click.Choice(DATASET_NAMES),
+    default="lfw",
+    metavar="NAME",
+    help=f"Dataset layout of --root: {', '.join(DATASET_NAMES)}.",
+)
+@click.option(
+    "--root",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    metavar="DIR",
+    help="Dataset root, e.g. the LFW images folder.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    metavar="DIR",
+    help="Output folder: table.md, metrics.json, per_image.parquet, comparison.png, match_histogram.png.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=2),
+    default=None,
+    metavar="N",
+    help="Evaluate N images drawn with --seed. Default: all.",
+)
+@click.option("--seed", type=int, default=0, metavar="INT", help="Seed of the image selection.")
+@click.option("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda ...")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, metavar="N", help="Images per forward pass.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, metavar="N", help="Masking processes (default: all cores)."
+)
+@click.option(
+    "--match-features",
+    default="dlib",
+    metavar="dlib|PATH",
+    help="Features of the match score: dlib (the dlib-ResNet port) or a local ResNet-50 state-dict file.",
+)
+@click.option(
+    "--inception-weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth) for Inception FID.",
+)
+def evaluate(
+    model_specs,
+    progan,
+    baselines_only,
+    dataset,
+    root,
+    out,
+    limit,
+    seed,
+    device,
+    batch_size,
+    workers,
+    match_features,
+    inception_weights,
+) -> None:
+    """Score hallucinations against the aligned originals: the paper's Table 1, with baselines in the same run.
+
+    Masks each image with our pipeline, fills the background with every method (models, cv2 Navier-Stokes and
+    Telea inpainting, a mean-colour fill, the black mask itself) and reports match score, SSIM, FID-face/KID-face,
+    face-perceptual distance and, where their weights are on disk, LPIPS, PieAPP and Inception FID.
+
+    \b
+    Examples:
+      augmentor evaluate --root data/lfw/images --limit 1000 --out runs/eval
+      augmentor evaluate --model runs/00003-cascade-cascade/checkpoint --progan runs/00004-progressive/checkpoint \\
+          --root data/lfw/images --limit 1000 --out runs/eval
+      augmentor evaluate --baselines-only --root data/lfw/images --limit 200 --out runs/eval-baselines
+    """
+    from augmentor.evaluate import EvalSettings
+    from augmentor.evaluate import evaluate as run_evaluation
+    from augmentor.hallucinator import DEFAULT_WEIGHTS
+    from augmentor.resources import MissingModelFileError
+    from pipelines.datasets import DatasetError, load_dataset
+
+    models = dict(_model_label(spec) for spec in model_specs)
+    if progan is not None:
+        models["ProGAN"] = progan
+    if not models and not baselines_only:
+        if not (DEFAULT_WEIGHTS / "config.json").is_file():
+            raise click.ClickException(
+                f"no --model given and no shipped default model at {DEFAULT_WEIGHTS}; pass --model PATH "
+                "(a training run's checkpoint/ folder) or --baselines-only"
+            )
+        models["cascade (shipped)"] = DEFAULT_WEIGHTS
+    for name, path in models.items():
+        if not (Path(path) / "config.json").is_file():
+            raise click.BadParameter(
+                f"{path} is not a checkpoint folder (no config.json)", param_hint=f"--model {name}"
+            )
+    settings = EvalSettings(
+        limit=limit,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        match_features=match_features,
+        inception_weights=str(inception_weights) if inception_weights else None,
+    )
+    try:
+        table = load_dataset(dataset, root)
+        report = run_evaluation(table, out, models, settings)
+    except (DatasetError, MissingModelFileError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo((out / "table.md").read_text())
+    click.echo(
+        f"wrote {out}/table.md, metrics.json, per_image.parquet, comparison.png, match_histogram.png "
+        f"({report['seconds']} s)"
+    )
+
+
 if __name__ == "__main__":
     main()
