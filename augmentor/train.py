@@ -177,8 +177,12 @@ class Trainer:
     @torch.no_grad()
     def sample_grid(self, top: int, path: Path) -> Path | None:
         source = self.val_set if self.val_set is not None else self.train_set
-        n = min(self.cfg.num_samples, len(source))
-        images, masks = source.images[:n].to(self.device), source.masks[:n].to(self.device)
+        # One face per identity first, so the grid shows variety.
+        firsts = sorted({ident: i for i, ident in reversed(list(enumerate(source.identities)))}.values())
+        taken = set(firsts)
+        rest = [i for i in range(len(source)) if i not in taken]
+        idx = torch.as_tensor((firsts + rest)[: self.cfg.num_samples])
+        images, masks = source.images[idx].to(self.device), source.masks[idx].to(self.device)
         levels, reals = self._inputs(images, masks)
         with self.autocast:
             outputs = self.generator(levels, upto=top, generator=torch.Generator(self.device).manual_seed(0))
