@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +193,9 @@ def feature_fid(real: torch.Tensor, fake: torch.Tensor, kid_subset: int = 100) -
         raise ValueError("FID needs at least 2 images per set")
     hook = PrecomputedFeatures(real.shape[1])
     fid = FrechetInceptionDistance(feature=hook, reset_real_features=True)
-    kid = KernelInceptionDistance(feature=hook, subset_size=min(kid_subset, len(real), len(fake)), subsets=50)
+    with warnings.catch_warnings():  # "KID keeps every feature in memory": intended, the sets are small
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=hook, subset_size=min(kid_subset, len(real), len(fake)), subsets=50)
     for metric in (fid, kid):
         metric.update(real.double(), real=True)
         metric.update(fake.double(), real=False)
