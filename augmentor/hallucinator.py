@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,38 @@ class Hallucinator:
     def resolution(self) -> int:
         return self.model.resolutions[-1]
 
+    @property
+    def noise_channels(self) -> int:
+        """Noise input channels of the model; 0 means its output is fully determined by the input."""
+        return self.model.config.noise_channels
+
+    def noise(self, seeds: Sequence[int]) -> dict[int, torch.Tensor]:
+        """Per-image noise inputs: image ``i``'s noise depends on ``seeds[i]`` alone, never on its batch.
+
+        Drawn on the CPU (so every device sees the same numbers), one generator per image, block by block.
+
+        Returns:
+            ``{N: [B, noise_channels, N, N]}`` float32 on the model's device.
+        """
+        channels = self.noise_channels
+        per_image = []
+        for seed in seeds:
+            generator = torch.Generator().manual_seed(int(seed))
+            per_image.append([torch.randn((channels, r, r), generator=generator) for r in self.model.resolutions])
+        return {
+            r: torch.stack([noise[i] for noise in per_image]).to(self.device)
+            for i, r in enumerate(self.model.resolutions)
+        }
+
     @torch.inference_mode()
-    def hallucinate(self, masked: torch.Tensor, mask: torch.Tensor, all_levels: bool = False, seed: int | None = None):
+    def hallucinate(
+        self,
+        masked: torch.Tensor,
+        mask: torch.Tensor,
+        all_levels: bool = False,
+        seed: int | None = None,
+        seeds: Sequence[int] | None = None,
+    ):
         """Torch API.
 
         Args:
@@ -73,7 +104,10 @@ class Hallucinator:
             mask: ``[B, 1, S, S]`` in {0, 1}.
             all_levels: Return every block's output, not just the last.
             seed: Seed of the noise inputs, for models trained with noise channels (different seeds give
-                different hallucinations; the same seed gives the same).
+                different hallucinations; the same seed gives the same). One draw for the whole batch, so an
+                image's noise depends on its place in the batch.
+            seeds: One seed per image instead (see :meth:`noise`): an image gets the same noise whatever batch
+                it is in. Excludes ``seed``.
 
         Returns:
             ``[B, 3, S, S]`` in [-1, 1], or ``{N: [B, 3, N, N]}`` if ``all_levels``.
@@ -84,27 +118,34 @@ class Hallucinator:
                 f"expected masked [B, 3, {size}, {size}] and mask [B, 1, {size}, {size}], "
                 f"got {tuple(masked.shape)} and {tuple(mask.shape)}"
             )
+        if seeds is not None and (seed is not None or len(seeds) != masked.shape[0]):
+            raise ValueError(f"give seed or one seed per image, got seed={seed} and {len(seeds)} seeds")
         generator = torch.Generator(self.device).manual_seed(seed if seed is not None else 0)
         outs: list[dict[int, torch.Tensor]] = []
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         for start in range(0, masked.shape[0], self.batch_size):
             m = masked[start : start + self.batch_size].to(self.device, torch.float32)
             k = mask[start : start + self.batch_size].to(self.device, torch.float32)
+            noise = None
+            if seeds is not None and self.noise_channels:
+                noise = self.noise(seeds[start : start + self.batch_size])
             with autocast:
-                levels = self.model(input_pyramid(m, k, self.model.resolutions), generator=generator)
+                levels = self.model(input_pyramid(m, k, self.model.resolutions), generator=generator, noise=noise)
             outs.append({r: v.float() for r, v in levels.items()} if all_levels else {size: levels[size].float()})
         merged = {r: torch.cat([o[r] for o in outs]) for r in outs[0]}
         return merged if all_levels else merged[size]
 
-    def __call__(self, masked, mask, all_levels: bool = False, seed: int | None = None):
+    def __call__(
+        self, masked, mask, all_levels: bool = False, seed: int | None = None, seeds: Sequence[int] | None = None
+    ):
         """Hallucinate around numpy or torch inputs; returns the same kind.
 
         numpy: ``masked`` ``[B, S, S, 3]`` or ``[S, S, 3]`` uint8 and ``mask`` ``[B, S, S]`` / ``[S, S]`` (any
         nonzero = face) give uint8 images whose face pixels equal ``masked``'s exactly. torch: see
-        :meth:`hallucinate`.
+        :meth:`hallucinate`, which also explains ``seed`` and ``seeds``.
         """
         if isinstance(masked, torch.Tensor):
-            return self.hallucinate(masked, mask, all_levels, seed)
+            return self.hallucinate(masked, mask, all_levels, seed, seeds)
         masked, mask = np.asarray(masked), np.asarray(mask)
         single = masked.ndim == 3
         if single:
@@ -117,7 +158,7 @@ class Hallucinator:
         images = torch.from_numpy(np.ascontiguousarray(masked)).permute(0, 3, 1, 2)
         masks = torch.from_numpy((mask > 0).astype(np.uint8))[:, None]
         image, binary = to_model_range(images, masks)
-        result = self.hallucinate(image, binary, all_levels, seed)
+        result = self.hallucinate(image, binary, all_levels, seed, seeds)
 
         def to_numpy(x: torch.Tensor) -> np.ndarray:
             out = to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()

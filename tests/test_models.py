@@ -129,3 +129,19 @@ def test_discriminators_per_block():
     scores = ds({r: torch.zeros(2, 3, r, r) for r in RESOLUTIONS})
     assert set(scores) == set(RESOLUTIONS) and all(s.shape == (2, 1) for s in scores.values())
     assert np.prod(list(ds[128].net[0].weight.shape)) > 0
+
+
+def test_explicit_noise_overrides_the_generator():
+    torch.manual_seed(0)
+    model = Cascade(CascadeConfig(widths=TINY, d_widths=TINY, noise_channels=2))
+    image, mask = _batch()
+    levels = input_pyramid(image * mask, mask, RESOLUTIONS)
+    g = torch.Generator().manual_seed(3)
+    noise = {r: torch.randn(2, 2, r, r, generator=g) for r in RESOLUTIONS}
+    a = model(levels, noise=noise)[128]
+    b = model(levels, noise=noise, generator=torch.Generator().manual_seed(99))[128]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    other = model(levels, noise={r: -n for r, n in noise.items()})[128]
+    assert not torch.equal(a, other)
+    with pytest.raises(ValueError, match=r"noise\[8\] must be"):
+        model(levels, noise={r: n[:1] for r, n in noise.items()})

@@ -88,6 +88,7 @@ class Cascade(nn.Module):
         upto: int | None = None,
         fade: float = 1.0,
         generator: torch.Generator | None = None,
+        noise: dict[int, torch.Tensor] | None = None,
     ) -> dict[int, torch.Tensor]:
         """Run the blocks from the smallest resolution up to ``upto``.
 
@@ -96,7 +97,9 @@ class Cascade(nn.Module):
             upto: Last resolution to compute (default: the largest).
             fade: ProGAN fade-in weight of the last block, in [0, 1]: its output is blended with the
                 upscaled previous output (1 = no blending).
-            generator: RNG for the noise channels, if any.
+            generator: RNG for the noise channels, if any (one draw for the whole batch).
+            noise: The noise channels themselves, ``{N: [B, noise_channels, N, N]}`` for every computed block;
+                overrides ``generator``. Lets a caller make each image's noise independent of its batch.
 
         Returns:
             ``{N: [B, 3, N, N] image in [-1, 1]}`` with the face pasted back, for every computed block.
@@ -113,7 +116,12 @@ class Cascade(nn.Module):
                 parts.append(mask * 2 - 1)
             if self.config.noise_channels:
                 shape = (masked.shape[0], self.config.noise_channels, r, r)
-                parts.append(torch.randn(shape, generator=generator, device=masked.device, dtype=masked.dtype))
+                if noise is None:
+                    parts.append(torch.randn(shape, generator=generator, device=masked.device, dtype=masked.dtype))
+                elif tuple(noise[r].shape) != shape:
+                    raise ValueError(f"noise[{r}] must be {list(shape)}, got {list(noise[r].shape)}")
+                else:
+                    parts.append(noise[r].to(masked.device, masked.dtype))
             upscaled = None
             if previous is not None:
                 upscaled = self.upsample[str(r)](previous)

@@ -1,0 +1,291 @@
+"""``augmentor run``: hallucinate backgrounds for a whole dataset with Ray Data. The only module that imports Ray.
+
+::
+
+    listing ──> MaskStage (CPU actors) ──> Predictor (GPU or CPU actors) ──> write_batch (tasks) ──> driver
+    (pandas)    decode, detect, align,     hallucinate K copies, match       images + manifest      progress,
+                mask                       score                             part, atomically       consolidation
+
+A rerun with the same output folder skips every ``(image_id, copy)`` already in the manifest; see
+``docs/pipeline.md`` for the resume semantics and multi-node use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines.manifest import MANIFEST_FILE, PARTS_DIR, consolidate, remove_temporary
+from pipelines.plan import ResourcePlan, RunSettings, check_run_file, count_rows, plan_resources, prepare
+from pipelines.stages import STAGING_DIR, MaskStage, Predictor, write_batch
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+MASK_BATCH = 8  # images per masking call: small, so work spreads over the actors
+ROWS_PER_BLOCK = 16  # listing rows per Ray block
+MAX_BLOCKS = 20_000
+STAGES = ("mask", "hallucinate", "write")
+
+
+@dataclass
+class StageStats:
+    """Rows through one stage and the seconds its UDFs were busy (summed over actors)."""
+
+    rows: int = 0
+    busy_s: float = 0.0
+    actors: int | None = None  # None for task stages
+
+    @property
+    def per_actor(self) -> float:
+        return self.rows / self.busy_s if self.busy_s > 0 else 0.0
+
+    @property
+    def rate(self) -> float:
+        """Images per second with every actor busy."""
+        return self.per_actor * (self.actors or 1)
+
+
+@dataclass
+class RunSummary:
+    """Counts over the output folder's manifest and this run's speed. Rates count output images (image x copy)."""
+
+    out: str
+    images: int  # input images in the listing
+    copies: int
+    skipped: int  # image x copy rows already done by earlier runs
+    processed: int = 0  # rows made by this run
+    seconds: float = 0.0  # wall time from building the Ray dataset to the consolidated manifest
+    steady_seconds: float = 0.0  # from the first written batch to the last one: the rate once every actor is up
+    steady_rows: int = 0  # rows written after the first batch
+    startup_seconds: float = 0.0  # connecting to or starting Ray
+    manifest_rows: int = 0  # rows in manifest.parquet, earlier runs and other --limit values included
+    status_counts: dict[str, int] = field(default_factory=dict)
+    reason_counts: dict[str, int] = field(default_factory=dict)
+    stages: dict[str, StageStats] = field(default_factory=dict)
+    plan: ResourcePlan | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_images_per_second(self) -> float:
+        """End-to-end rate without the start-up (workers, imports, model loading): what large runs approach."""
+        return self.steady_rows / self.steady_seconds if self.steady_seconds > 0 else 0.0
+
+
+def run(
+    table: pd.DataFrame, settings: RunSettings, limit: int | None = None, extra: dict[str, Any] | None = None
+) -> RunSummary:
+    """Hallucinate ``settings.copies`` backgrounds for every face of a listing; write images and the manifest.
+
+    Args:
+        table: A :func:`pipelines.datasets.load_dataset` listing.
+        settings: See :class:`RunSettings`.
+        limit: Only the first ``limit`` rows (labels and file names still come from the whole listing).
+        extra: More fields for ``run.json`` (the CLI records the dataset and root).
+
+    Raises:
+        FileNotFoundError, ValueError: bad input (see :func:`prepare`).
+        RuntimeError: the Ray job failed; what was written is kept, and a rerun continues from there.
+    """
+    prepared = prepare(table, settings, limit, extra)
+    out = settings.out
+    check_run_file(out, {**prepared.info, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    remove_temporary(out)
+    shutil.rmtree(out / STAGING_DIR, ignore_errors=True)  # images a killed run had not renamed yet
+    todo = prepared.todo
+    listing_rows = len(prepared.listing) * settings.copies
+    summary = RunSummary(
+        out=str(out), images=len(prepared.listing), copies=settings.copies, skipped=listing_rows - prepared.rows_todo
+    )
+    if len(todo):
+        start = time.perf_counter()
+        started = _connect(settings)
+        try:
+            summary.plan = _plan(settings)
+            summary.startup_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            _execute(todo, summary, settings, prepared.info["model_id"])
+            summary.seconds = time.perf_counter() - start
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+    start = time.perf_counter()
+    manifest = consolidate(out).select(["image_id", "copy", "status", "reason"]).to_pandas()
+    summary.seconds += time.perf_counter() - start
+    shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (out / PARTS_DIR).rmdir()  # empty once consolidated
+    _check_complete(prepared.listing, manifest, settings.copies)
+    summary.manifest_rows = len(manifest)
+    summary.status_counts = dict(Counter(manifest["status"]))
+    summary.reason_counts = dict(Counter(r.split(":", 1)[0] for r in manifest["reason"] if r))
+    report = {**asdict(summary), "images_per_second": summary.images_per_second}
+    (out / SUMMARY_FILE).write_text(json.dumps(report, indent=2))
+    return summary
+
+
+def _check_complete(listing: pd.DataFrame, manifest: pd.DataFrame, copies: int) -> None:
+    have = set(zip(manifest["image_id"], manifest["copy"], strict=True))
+    missing = sum((image_id, k) not in have for image_id in listing["image_id"] for k in range(copies))
+    if missing:
+        raise RuntimeError(f"{missing} image x copy rows are missing from the manifest; rerun to complete it")
+
+
+def _connect(settings: RunSettings) -> bool:
+    """Connect to ``settings.address`` or start a quiet local Ray; False if Ray was already up (left running)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    if settings.address:
+        ray.init(address=settings.address, **quiet)
+    else:
+        ray.init(include_dashboard=False, **quiet)  # finds the GPUs itself; --num-gpus is checked against them
+    return True
+
+
+def _plan(settings: RunSettings) -> ResourcePlan:
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus, gpus = float(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+    num_gpus = gpus if settings.num_gpus is None else settings.num_gpus
+    if num_gpus > gpus:
+        raise ValueError(f"--num-gpus {num_gpus}, but the Ray cluster has {gpus} GPU(s)")
+    plan = plan_resources(cpus, num_gpus, settings.workers, settings.batch_size)
+    log.info("resource plan on %g CPUs, %d GPUs: %s", cpus, gpus, plan)
+    return plan
+
+
+def _execute(todo: pd.DataFrame, summary: RunSummary, settings: RunSettings, weights_id: str) -> None:
+    """Build and drain the Ray Data pipeline, filling in the rows written and the timings of ``summary``."""
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+    from tqdm import tqdm
+
+    context = DataContext.get_current()
+    quiet = {"enable_progress_bars": False, "print_on_execution_start": False, "enable_auto_log_stats": False}
+    saved = {name: getattr(context, name) for name in quiet}
+    for name, value in quiet.items():
+        setattr(context, name, value)
+    # Ray Data logs progress at INFO to the console and everything to its session log file; keep only the file.
+    consoles = [(h, h.level) for h in logging.getLogger("ray.data").handlers if not isinstance(h, logging.FileHandler)]
+    for handler, _ in consoles:
+        handler.setLevel(logging.ERROR)
+    plan = summary.plan
+    rows_todo = count_rows(todo)
+    summary.stages = stats = {
+        "mask": StageStats(actors=plan.mask_actors),
+        "hallucinate": StageStats(actors=plan.predictor_actors),
+        "write": StageStats(),
+    }
+    bar = tqdm(total=rows_todo, unit="img", desc="augment", disable=not settings.progress)
+    try:
+        # One pandas frame per block, split here: from_pandas(override_num_blocks=) uses np.array_split, which
+        # returns bare arrays under pandas 3.
+        rows_per_block = max(ROWS_PER_BLOCK, math.ceil(len(todo) / MAX_BLOCKS))
+        frames = [todo.iloc[i : i + rows_per_block].reset_index(drop=True) for i in range(0, len(todo), rows_per_block)]
+        ds = ray.data.from_pandas(frames)
+        ds = ds.map_batches(
+            MaskStage,
+            batch_size=MASK_BATCH,
+            batch_format="numpy",
+            compute=ActorPoolStrategy(size=plan.mask_actors),
+            num_cpus=plan.mask_cpus,
+        )
+        ds = ds.map_batches(
+            Predictor,
+            batch_size=plan.batch_size,
+            batch_format="numpy",
+            compute=ActorPoolStrategy(size=plan.predictor_actors),
+            num_cpus=plan.predictor_cpus,
+            num_gpus=plan.predictor_gpus,
+            fn_constructor_kwargs={
+                "model": str(settings.model.resolve()),
+                "copies": settings.copies,
+                "seed": settings.seed,
+                "device": plan.device,
+                "batch_size": plan.batch_size,
+                "num_threads": plan.torch_threads,
+            },
+        )
+        ds = ds.map_batches(
+            write_batch,
+            batch_size=None,
+            batch_format="numpy",
+            num_cpus=plan.write_cpus,
+            fn_kwargs={
+                "out_dir": str(settings.out.resolve()),
+                "image_format": settings.image_format,
+                "model_id": weights_id,
+            },
+        )
+        start, first = time.perf_counter(), None
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for name in STAGES:
+                stats[name].rows += len(batch[f"{name}_s"])
+                stats[name].busy_s += float(batch[f"{name}_s"].sum())
+            now = time.perf_counter()
+            if first is None:
+                first = now
+            else:
+                summary.steady_rows += len(batch["image_id"])
+                summary.steady_seconds = now - first
+            summary.processed += len(batch["image_id"])
+            bar.update(len(batch["image_id"]))
+            rates = " ".join(f"{name}={stats[name].rate:.1f}" for name in STAGES)
+            bar.set_postfix_str(f"{rates} end-to-end={summary.processed / (now - start):.1f} img/s")
+    except ray.exceptions.RayError as exc:
+        message = str(exc).strip().splitlines()[0][:500]
+        raise RuntimeError(f"the Ray job failed ({type(exc).__name__}: {message}); rerun to resume") from exc
+    finally:
+        bar.close()
+        for name, value in saved.items():
+            setattr(context, name, value)
+        for handler, level in consoles:
+            handler.setLevel(level)
+
+
+def format_summary(summary: RunSummary) -> str:
+    """The end-of-run report: counts, then a table of per-stage and end-to-end throughput."""
+    counts = summary.status_counts
+    lines = [
+        (
+            f"{summary.images} images x {summary.copies} copies in {summary.out}: {counts.get('ok', 0)} ok, "
+            f"{counts.get('no_face', 0)} no face, {counts.get('error', 0)} errors in the manifest "
+            f"({summary.skipped} already done, {summary.processed} made in {summary.seconds:.1f} s "
+            f"+ {summary.startup_seconds:.1f} s Ray start-up)"
+        )
+    ]
+    lines += [f"  {reason}: {count}" for reason, count in sorted(summary.reason_counts.items())]
+    if summary.stages:
+        lines.append(f"{'stage':<12} {'images':>7} {'busy s':>8} {'actors':>6} {'img/s/actor':>11} {'img/s':>8}")
+        for name, s in summary.stages.items():
+            actors = str(s.actors) if s.actors else "tasks"
+            lines.append(f"{name:<12} {s.rows:>7} {s.busy_s:>8.1f} {actors:>6} {s.per_actor:>11.1f} {s.rate:>8.1f}")
+        lines.append(
+            f"{'end to end':<12} {summary.processed:>7} {summary.seconds:>8.1f} {'':>6} {'':>11} "
+            f"{summary.images_per_second:>8.1f}"
+        )
+        lines.append(
+            f"{'steady state':<12} {summary.steady_rows:>7} {summary.steady_seconds:>8.1f} {'':>6} {'':>11} "
+            f"{summary.steady_images_per_second:>8.1f}   (from the first written batch on)"
+        )
+    lines.append(f"manifest: {Path(summary.out) / MANIFEST_FILE}")
+    return "\n".join(lines)

@@ -1,0 +1,217 @@
+"""The ``augmentor run`` command. Imports only click at module level; Ray and torch load when it runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from augmentor.cli import DATASET_NAMES
+
+MAX_COPIES = 32  # pipelines.augment.MAX_COPIES
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option(
+    "--dataset",
+    type=click.Choice(DATASET_NAMES),
+    default=None,
+    metavar="NAME",
+    help=f"Dataset layout: {', '.join(DATASET_NAMES)}. Omit to use the bundled sample faces.",
+)
+@click.option(
+    "--root",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Dataset root folder (for 'list': the TSV/CSV/Parquet list file).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    metavar="DIR",
+    help="Output folder: images/, manifest.parquet, run.json. Rerun with the same folder to resume.",
+)
+@click.option(
+    "--model",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Checkpoint folder (model.safetensors + config.json), e.g. a training run's checkpoint/. "
+    "Default: the shipped model.",
+)
+@click.option(
+    "--copies",
+    type=click.IntRange(1, MAX_COPIES),
+    default=1,
+    metavar="K",
+    help="Hallucinations per face; K > 1 needs a checkpoint with noise channels.",
+)
+@click.option(
+    "--format",
+    "image_format",
+    type=click.Choice(["png", "jpeg"]),
+    default="png",
+    help="Image file format (JPEG at quality 95).",
+)
+@click.option("--seed", type=int, default=0, metavar="INT", help="Run seed, mixed into every image's noise seed.")
+@click.option(
+    "--address",
+    default=None,
+    metavar="ADDR",
+    help="Ray cluster to join: auto (the cluster `ray start` made on this node), HOST:6379 or ray://HOST:10001. "
+    "Default: start a local Ray.",
+)
+@click.option(
+    "--num-gpus",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="GPU actors for hallucination (one GPU each); 0 runs it on CPU actors. Default: every GPU of the cluster.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="With GPUs: masking actors (default: the CPUs left). CPU only: hallucinating actors (default: one per "
+    "CPU), plus one masking actor per 4 of them.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="B",
+    help="Faces per forward pass and per manifest part. Default: 64 on GPU, 16 on CPU.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Only the first N images of the listing (sorted by identity, image id).",
+)
+@click.option(
+    "--identities",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="TXT",
+    help="celeba only: the identity_CelebA.txt file, if it is not next to the images.",
+)
+@click.option("--path-column", default="path", metavar="NAME", help="list only: the column holding image paths.")
+@click.option("--identity-column", default="identity", metavar="NAME", help="list only: the identity column.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar with per-stage img/s.")
+@click.option("-n", "--dry-run", is_flag=True, help="Print the resolved settings and the work left, then stop.")
+def run(
+    dataset,
+    root,
+    out,
+    model,
+    copies,
+    image_format,
+    seed,
+    address,
+    num_gpus,
+    workers,
+    batch_size,
+    limit,
+    identities,
+    path_column,
+    identity_column,
+    progress,
+    dry_run,
+) -> None:
+    """Hallucinate context and background for every face of a dataset, on a Ray cluster.
+
+    Masks each image on CPU actors, hallucinates K backgrounds per face with the cascade on GPU actors (CPU actors
+    without GPUs), scores each against the aligned original, and writes images/<identity>/<image>_hal<k>.png plus
+    manifest.parquet (one row per image and copy, failures included). A rerun with the same --out resumes.
+    See docs/pipeline.md.
+
+    \b
+    Examples:
+      augmentor run --model runs/00003-cascade-cascade/checkpoint --out runs/aug-samples
+      augmentor run --dataset lfw --root data/lfw/images --model CKPT --out runs/aug-lfw
+      augmentor run --dataset casia --root data/casia --model CKPT --copies 4 --out runs/aug-casia
+      augmentor run --address auto --dataset celeba --root /shared/celeba --model CKPT --out /shared/aug
+    """
+    from augmentor.hallucinator import DEFAULT_WEIGHTS
+    from augmentor.samples import SAMPLES_LIST
+    from pipelines.augment import format_summary
+    from pipelines.augment import run as run_pipeline
+    from pipelines.datasets import DatasetError, load_dataset
+    from pipelines.plan import RunSettings, prepare
+
+    if dataset is None:
+        if root is not None:
+            raise click.BadParameter("--root needs --dataset", param_hint="--root")
+        dataset, root = "list", SAMPLES_LIST
+    elif root is None:
+        raise click.BadParameter(f"--dataset {dataset} needs --root", param_hint="--root")
+    if model is None:
+        if not (DEFAULT_WEIGHTS / "config.json").is_file():
+            raise click.ClickException(
+                f"no --model given and no shipped default model at {DEFAULT_WEIGHTS}; pass --model PATH "
+                "(a training run's checkpoint/ folder)"
+            )
+        model = DEFAULT_WEIGHTS
+    elif not (model / "config.json").is_file():
+        raise click.BadParameter(f"{model} is not a checkpoint folder (no config.json)", param_hint="--model")
+    options: dict[str, object] = {}
+    if dataset == "celeba" and identities is not None:
+        options["identities"] = identities
+    if dataset == "list":
+        options.update(path_column=path_column, identity_column=identity_column)
+    settings = RunSettings(
+        out=out,
+        model=model,
+        copies=copies,
+        image_format=image_format,
+        seed=seed,
+        batch_size=batch_size,
+        workers=workers,
+        num_gpus=num_gpus,
+        address=address,
+        progress=progress,
+    )
+    extra = {"dataset": dataset, "root": str(Path(root).resolve())}
+    try:
+        table = load_dataset(dataset, root, **options)
+        if dry_run:
+            prepared = prepare(table, settings, limit, extra)
+            click.echo(json.dumps(_dry_run_report(prepared, settings), indent=2))
+            return
+        summary = run_pipeline(table, settings, limit, extra)
+    except (DatasetError, ConnectionError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(format_summary(summary))
+
+
+def _dry_run_report(prepared, settings) -> dict:
+    """The resolved settings, the work left and, for a local run, the resource plan."""
+    import os
+
+    from pipelines.plan import plan_resources
+
+    report = {
+        **prepared.info,
+        "out": str(settings.out),
+        "images": len(prepared.listing),
+        "identities": int(prepared.listing["label"].nunique()),
+        "rows_total": len(prepared.listing) * settings.copies,
+        "rows_todo": prepared.rows_todo,
+        "address": settings.address or "local",
+    }
+    if settings.address is None:
+        import torch
+
+        gpus = torch.cuda.device_count() if settings.num_gpus is None else settings.num_gpus
+        try:
+            report["plan"] = plan_resources(os.cpu_count() or 1, gpus, settings.workers, settings.batch_size).__dict__
+        except ValueError as exc:
+            report["plan"] = f"does not fit: {exc}"
+    else:
+        report["plan"] = "made from the cluster's resources when the run starts"
+    return report
