@@ -415,5 +415,47 @@ def evaluate(
     )
 
 
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Hallucinate backgrounds for a whole dataset on a Ray cluster (see `augmentor run --help`)."""
+    from pipelines.run_cli import run as command  # Ray and the real options load only for this command
+
+    command.main(ctx.args, prog_name=ctx.command_path, standalone_mode=False)
+
+
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+
+
+@main.command("finetune", context_settings=_PASS_THROUGH, add_help_option=False)
+@click.pass_context
+def finetune(ctx: click.Context) -> None:
+    """Fine-tune a face-recognition network on real (+ hallucinated) faces (see `augmentor finetune --help`)."""
+    from recognition.cli import finetune as command  # torch and Ray load only for this command
+
+    command.main(ctx.args, prog_name=ctx.command_path, standalone_mode=False)
+
+
+@main.command("verify-lfw", context_settings=_PASS_THROUGH, add_help_option=False)
+@click.pass_context
+def verify_lfw(ctx: click.Context) -> None:
+    """LFW verification: accuracy and TPR at FPR, 10-fold protocol (see `augmentor verify-lfw --help`)."""
+    from recognition.cli import verify_lfw as command
+
+    command.main(ctx.args, prog_name=ctx.command_path, standalone_mode=False)
+
+
+@main.command("compare", context_settings=_PASS_THROUGH, add_help_option=False)
+@click.pass_context
+def compare(ctx: click.Context) -> None:
+    """Table 2 from verify-lfw reports, with a fold-noise verdict (see `augmentor compare --help`)."""
+    from recognition.cli import compare as command
+
+    command.main(ctx.args, prog_name=ctx.command_path, standalone_mode=False)
+
+
 if __name__ == "__main__":
     main()

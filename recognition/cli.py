@@ -1,0 +1,382 @@
+"""The ``finetune``, ``verify-lfw`` and ``compare`` commands. Only click is imported here; each body imports its work.
+
+``augmentor/cli.py`` registers these commands lazily, so ``augmentor --help`` never imports this module's work.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+BACKBONES = ("resnet50", "resnet18", "dlib-resnet")  # recognition.backbone.BACKBONES; a test keeps them equal
+
+
+def _model_label(spec: str) -> tuple[str, str]:
+    """``NAME=PATH``, ``PATH`` (labelled by its run folder) or ``dlib`` -> (label, spec)."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = "", spec
+    if path == "dlib":
+        return name or "dlib-resnet (fixed)", path
+    folder = Path(path)
+    if not (folder / "config.json").is_file() and not (folder / "checkpoint" / "config.json").is_file():
+        raise click.BadParameter(f"{path} is not a recognition checkpoint or run folder", param_hint="--model")
+    if not name:
+        name = folder.parent.name if folder.name in ("checkpoint", "last") else folder.name
+    return name, path
+
+
+def _yaml_value(value: object) -> str:
+    """A CLI value as the YAML text of a ``--set`` override (strings quoted, floats always with a dot)."""
+    if isinstance(value, float):
+        text = repr(value)
+        return text.replace("e", ".0e", 1) if "e" in text and "." not in text else text
+    return json.dumps(value)
+
+
+@click.command("finetune", context_settings={"show_default": True})
+@click.option(
+    "--manifest",
+    "manifests",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    metavar="PATH",
+    help="A preprocess output folder/shard (real crops) or a pipeline manifest Parquet (hallucinated copies). "
+    "Repeatable; identities are numbered over the union.",
+)
+@click.option(
+    "--out",
+    "out_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs"),
+    metavar="DIR",
+    help="Parent folder of the numbered run folder.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="YAML",
+    help="Fine-tuning config, e.g. configs/recognition/finetune.yaml. Default: built-in (paper-like ResNet-50).",
+)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value. Repeatable.")
+@click.option("--backbone", type=click.Choice(BACKBONES), default=None, help="The trunk. Default: config.")
+@click.option(
+    "--init",
+    default=None,
+    metavar="none|pretrained|PATH",
+    help="Trunk weights: none, pretrained (dlib-resnet: the installed dlib model) or a local state-dict file "
+    "(ImageNet / VGGFace2 ResNet-50 ...). Nothing is downloaded. Default: config.",
+)
+@click.option(
+    "--loss", type=click.Choice(["softmax", "arcface"]), default=None, help="Softmax (the paper) or ArcFace margin."
+)
+@click.option(
+    "--image-size", type=click.Choice(["128", "112"]), default=None, help="Input crop side in px. Default: config."
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=None, metavar="N", help="Maximum epochs.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=None, metavar="N", help="Batch size per worker.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="Optimiser. Default: config.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR", help="Base lr.")
+@click.option("--device", default=None, metavar="DEVICE", help="auto, cpu, cuda, cuda:1 (single process).")
+@click.option(
+    "--num-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Data-parallel Ray Train workers; over 1 (or --address) trains through Ray. Default: 1 (no Ray).",
+)
+@click.option("--use-gpu/--no-use-gpu", default=None, help="Ray Train: one GPU per worker.")
+@click.option("--address", default=None, metavar="ADDR", help="Ray cluster to join (auto, ray://host:10001).")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    metavar="RUN_DIR",
+    help="Continue this run folder from its last finished epoch (its saved config wins).",
+)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("-n", "--dry-run", is_flag=True, help="Print the resolved config and data counts, then stop.")
+def finetune(
+    manifests,
+    out_root,
+    config_path,
+    overrides,
+    backbone,
+    init,
+    loss,
+    image_size,
+    epochs,
+    batch_size,
+    optimizer,
+    lr,
+    device,
+    num_workers,
+    use_gpu,
+    address,
+    resume_dir,
+    progress,
+    dry_run,
+) -> None:
+    """Fine-tune a face-recognition network on real (+ hallucinated) faces: the paper's Table 2 training.
+
+    Writes a numbered run folder: finetune_config.json, identities.json, val_image_ids.txt, metrics.jsonl,
+    loss_curves.png, checkpoint/ (best validation loss), last/ and resume/. Give its path to verify-lfw --model.
+
+    \b
+    Examples:
+      augmentor finetune --manifest runs/celeba --config configs/recognition/finetune.yaml --init r50.pth
+      augmentor finetune --manifest runs/celeba --manifest runs/celeba-aug/manifest.parquet \\
+          --config configs/recognition/finetune.yaml --init r50.pth
+      augmentor finetune --manifest runs/celeba --config configs/recognition/cpu-small.yaml
+      augmentor finetune --manifest runs/casia --num-workers 8 --use-gpu --address auto
+      augmentor finetune --resume runs/00007-resnet50-finetune
+    """
+    from augmentor.cli import _next_run_dir
+    from augmentor.config import ConfigError, load_config, to_dict
+    from recognition.data import FaceData, ManifestError
+    from recognition.finetune import FinetuneConfig, load_run_config, resolve_manifests
+
+    launch: dict = {}
+    if resume_dir is not None:
+        given = (manifests, config_path, overrides, backbone, init, loss, image_size, epochs, batch_size, optimizer, lr)
+        if any(given) or device:
+            raise click.BadParameter(
+                "--resume takes the run's saved config; give no other settings", param_hint="--resume"
+            )
+        try:
+            cfg, launch = load_run_config(resume_dir)
+        except (FileNotFoundError, ConfigError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        run_dir = resume_dir
+    else:
+        extra = list(overrides)
+        if manifests:
+            extra.append(f"manifests={json.dumps([str(m) for m in manifests])}")
+        for key, value in (
+            ("model.backbone", backbone),
+            ("init", init),
+            ("model.head", loss),
+            ("data.image_size", int(image_size) if image_size else None),
+            ("epochs", epochs),
+            ("batch_size", batch_size),
+            ("optim.name", optimizer),
+            ("optim.lr", lr),
+            ("device", device),
+        ):
+            if value is not None:
+                extra.append(f"{key}={_yaml_value(value)}")
+        try:
+            cfg = resolve_manifests(load_config(FinetuneConfig, config_path, extra))
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if not cfg.manifests:
+            raise click.BadParameter("no training data: pass --manifest PATH", param_hint="--manifest")
+        if cfg.init not in ("none", "pretrained") and not Path(cfg.init).is_file():
+            raise click.BadParameter(f"{cfg.init}: no such weights file (nothing is downloaded)", param_hint="--init")
+        desc = f"{cfg.model.backbone}-{config_path.stem if config_path else 'default'}"
+        run_dir = _next_run_dir(out_root, desc)
+    num_workers = num_workers or launch.get("num_workers") or 1
+    use_gpu = bool(use_gpu if use_gpu is not None else launch.get("use_gpu", False))
+    address = address or launch.get("address")
+    distributed = num_workers > 1 or address is not None
+    if dry_run:
+        try:
+            summary = FaceData.load(cfg.manifests, cfg.data.val_fraction, cfg.seed).summary()
+        except (ManifestError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        launch = {"num_workers": num_workers, "use_gpu": use_gpu, "address": address, "ray": distributed}
+        click.echo(json.dumps({"run_dir": str(run_dir), "launch": launch, "counts": summary, **to_dict(cfg)}, indent=2))
+        return
+    click.echo(f"run folder: {run_dir}")
+    try:
+        if distributed:
+            from recognition.distributed import finetune_distributed
+
+            checkpoint = finetune_distributed(
+                cfg, run_dir, num_workers, use_gpu, address, resume=resume_dir is not None, progress=progress
+            )
+        else:
+            from recognition.finetune import finetune as run_finetune
+
+            checkpoint = run_finetune(cfg, run_dir, resume=resume_dir is not None, progress=progress)
+    except (ManifestError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"best checkpoint: {checkpoint}")
+    click.echo(f"metrics: {run_dir / 'metrics.jsonl'}; loss curves: {run_dir / 'loss_curves.png'}")
+
+
+@click.command("verify-lfw", context_settings={"show_default": True})
+@click.option(
+    "--model",
+    "model_specs",
+    multiple=True,
+    required=True,
+    metavar="[NAME=]PATH|dlib",
+    help="A finetune run or checkpoint folder, or 'dlib' (the dlib face ResNet port as a fixed baseline). "
+    "Repeatable: every model goes on one ROC plot.",
+)
+@click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    metavar="DIR",
+    help="LFW images folder (Name/Name_0001.jpg).",
+)
+@click.option(
+    "--pairs",
+    "pairs_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    metavar="TXT",
+    help="pairs.txt (View 2, 10 folds) or, with --view dev, pairsDevTest.txt.",
+)
+@click.option(
+    "--view",
+    type=click.Choice(["view2", "dev"]),
+    default="view2",
+    help="view2: 10-fold protocol; dev: View 1 (threshold from --train-pairs, else 10-fold CV on the test pairs).",
+)
+@click.option(
+    "--train-pairs",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="TXT",
+    help="--view dev: pairsDevTrain.txt, to choose the threshold on.",
+)
+@click.option("--metric", type=click.Choice(["pearson", "cosine"]), default="pearson", help="Pair score.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    metavar="DIR",
+    help="Output folder: report.json, roc.png, and the aligned/ and features/ caches.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Quick run: only the first N matched and N mismatched pairs of each fold.",
+)
+@click.option("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda ...")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, metavar="N", help="Images per forward pass.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, metavar="N", help="Alignment processes (default: all cores)."
+)
+@click.option("--flip/--no-flip", default=False, help="Add the features of the mirrored crop.")
+@click.option(
+    "--masking-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="YAML",
+    help="Alignment settings (configs/preprocess.yaml); use the ones the training crops were made with.",
+)
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+def verify_lfw(
+    model_specs,
+    root,
+    pairs_path,
+    view,
+    train_pairs,
+    metric,
+    out,
+    limit,
+    device,
+    batch_size,
+    workers,
+    flip,
+    masking_config,
+    progress,
+) -> None:
+    """LFW verification: accuracy (mean ± std over folds) and TPR at FPR 0.01 / 0.001, pooled and per fold.
+
+    Each image is aligned with the masking pipeline (no mask: the whole aligned crop); an image that cannot be
+    aligned is centre-cropped and counted in the report. Writes report.json and roc.png to --out.
+
+    \b
+    Examples:
+      augmentor verify-lfw --model dlib --root data/lfw/images --pairs data/lfw/pairs.txt --out runs/lfw-dlib
+      augmentor verify-lfw --model real=runs/00007-resnet50-finetune --model aug=runs/00008-resnet50-finetune \\
+          --root data/lfw/images --pairs data/lfw/pairs.txt --out runs/lfw-table2
+      augmentor verify-lfw --model runs/00007-resnet50-finetune --view dev --pairs data/lfw/pairsDevTest.txt \\
+          --train-pairs data/lfw/pairsDevTrain.txt --root data/lfw/images --out runs/lfw-dev
+    """
+    from augmentor.config import ConfigError, load_config
+    from augmentor.faces import MaskingConfig
+    from recognition.verify import VerifySettings
+    from recognition.verify import verify_lfw as run_verify
+
+    models = dict(_model_label(spec) for spec in model_specs)
+    if len(models) != len(model_specs):
+        raise click.BadParameter("two --model share a label; name them NAME=PATH", param_hint="--model")
+    try:
+        masking = load_config(MaskingConfig, masking_config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    settings = VerifySettings(
+        view=view,
+        train_pairs=str(train_pairs) if train_pairs else None,
+        metric=metric,
+        limit=limit,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        flip=flip,
+        progress=progress,
+    )
+    try:
+        report = run_verify(models, root, pairs_path, out, settings, masking)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    align = report["alignment"]
+    click.echo(
+        f"{report['num_pairs']} pairs, {report['num_images']} images "
+        f"({align['centre_crop_fallback']} centre-cropped: alignment failed)"
+    )
+    for name, entry in report["models"].items():
+        tpr = entry["tpr_pooled"]
+        fold = entry["tpr_fold_mean"]
+        click.echo(
+            f"{name}: accuracy {entry['accuracy_mean']:.4f} ± {entry['accuracy_std']:.4f}; "
+            f"TPR@FPR=0.01 {tpr['0.01']:.4f} pooled / {fold['0.01']:.4f} fold mean; "
+            f"TPR@FPR=0.001 {tpr['0.001']:.4f} pooled / {fold['0.001']:.4f} fold mean; AUC {entry['auc']:.4f}"
+        )
+    click.echo(f"wrote {out / 'report.json'} and {out / 'roc.png'}")
+
+
+@click.command("compare", context_settings={"show_default": True})
+@click.argument("runs", nargs=-1, required=True, metavar="[NAME=]RUN_A [NAME=]RUN_B ...")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Also write the verdict numbers as JSON.",
+)
+def compare(runs, json_path) -> None:
+    """Table 2 of the paper from verify-lfw reports, and whether each difference beats the fold-to-fold noise.
+
+    Each RUN is a verify-lfw --out folder (or its report.json); a report with several models adds them all. The
+    first model is the baseline; the others are compared with it fold by fold (paired t test and sign test).
+
+    \b
+    Examples:
+      augmentor compare real=runs/lfw-real aug=runs/lfw-aug
+      augmentor compare runs/lfw-table2 --json runs/lfw-table2/compare.json
+    """
+    from recognition.compare import compare as run_compare
+    from recognition.compare import read_runs
+
+    try:
+        text, tests = run_compare(read_runs(list(runs)))
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(text)
+    if json_path is not None:
+        json_path.write_text(json.dumps(tests, indent=2))

@@ -1,0 +1,359 @@
+"""LFW verification of recognition checkpoints: align, embed, score pairs, run the protocol, write a report and ROC.
+
+Alignment is the masking pipeline's (:class:`augmentor.faces.FaceMasker`, run through ``augmentor.preprocess`` so it
+is parallel and cached in ``OUT/aligned/``) and the whole aligned crop is used, never the mask. An image the pipeline
+cannot align falls back to a centre crop and is counted in the report. Features are cached per model in
+``OUT/features/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from recognition import lfw
+from recognition.data import resize_crop
+
+log = logging.getLogger(__name__)
+
+DLIB_MODEL = "dlib"  # --model dlib: the dlib face ResNet port as a fixed feature extractor (a baseline)
+
+
+@dataclass
+class VerifySettings:
+    """How verify-lfw runs."""
+
+    view: Literal["view2", "dev"] = "view2"  # view2: 10-fold pairs.txt; dev: View 1 pairsDevTest.txt
+    train_pairs: str | None = None  # dev only: pairsDevTrain.txt, to choose the threshold on
+    metric: lfw.Metric = "pearson"  # pearson (the paper) or cosine
+    limit: int | None = None  # keep the first N matched and N mismatched pairs of each fold
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int | None = None  # alignment processes (default: all cores)
+    flip: bool = False  # add the features of the mirrored crop
+    fallback_fraction: float = 0.81  # centre crop side / image side for unaligned images (the template's LFW view)
+    progress: bool = True
+
+
+@dataclass
+class AlignedImages:
+    """The aligned crops of every image the pairs name, in ``names`` order."""
+
+    names: list[str]  # relative paths, Name/Name_0001.jpg
+    images: np.ndarray  # [N, 128, 128, 3] uint8
+    landmarks: list[np.ndarray | None]  # [68, 2] aligned landmarks, None for a centre-crop fallback
+    fallbacks: dict[str, str] = field(default_factory=dict)  # name -> why alignment failed
+
+    def index(self, names: tuple[str, ...]) -> np.ndarray:
+        where = {n: i for i, n in enumerate(self.names)}
+        return np.array([where[n] for n in names], np.int64)
+
+
+def centre_crop(image: np.ndarray, size: int, fraction: float) -> np.ndarray:
+    """The central ``fraction`` of the shorter side, resized to ``size x size``."""
+    height, width = image.shape[:2]
+    side = max(1, round(min(height, width) * fraction))
+    top, left = (height - side) // 2, (width - side) // 2
+    return resize_crop(np.ascontiguousarray(image[top : top + side, left : left + side]), size)
+
+
+def align_images(
+    root: Path, names: list[str], cache_dir: Path, settings: VerifySettings, masking=None
+) -> AlignedImages:
+    """Align ``root/name`` for every name (cached in ``cache_dir`` as preprocess shards); centre-crop the failures."""
+    from augmentor.faces import FaceError, MaskingConfig, load_image
+    from augmentor.preprocess import preprocess
+    from augmentor.shards import decode_png, read_shards
+
+    masking = masking or MaskingConfig()
+    listing = pd.DataFrame(
+        {"image_id": names, "identity": [n.split("/")[0] for n in names], "path": [str(root / n) for n in names]}
+    )
+    preprocess(listing, cache_dir, masking=masking, workers=settings.workers, progress=settings.progress)
+    table = read_shards(cache_dir, columns=["image_id", "source_path", "status", "reason", "aligned", "landmarks"])
+    rows = {r["image_id"]: r for r in table.to_pylist()}
+    size = masking.template.size
+    images = np.zeros((len(names), size, size, 3), np.uint8)
+    landmarks: list[np.ndarray | None] = []
+    fallbacks: dict[str, str] = {}
+    for i, name in enumerate(names):
+        row = rows[name]
+        if row["source_path"] != str(root / name):
+            raise ValueError(f"{cache_dir} caches {row['source_path']} for {name}, not {root / name}: use a new --out")
+        if row["status"] == "ok":
+            images[i] = decode_png(row["aligned"])
+            landmarks.append(np.asarray(row["landmarks"], np.float32).reshape(68, 2))
+            continue
+        try:
+            images[i] = centre_crop(load_image(root / name), size, settings.fallback_fraction)
+        except FaceError as err:
+            raise ValueError(f"{root / name} cannot be read: {err.reason}") from err
+        landmarks.append(None)
+        fallbacks[name] = row["reason"]
+    if fallbacks:
+        log.warning("%d of %d images could not be aligned and use a centre crop", len(fallbacks), len(names))
+    return AlignedImages(names, images, landmarks, fallbacks)
+
+
+# --------------------------------------------------------------------------------------------------- embedders
+
+
+class CheckpointEmbedder:
+    """The embedding (``feat_extract`` output) of a fine-tuned recognition checkpoint."""
+
+    def __init__(self, directory: Path, device: torch.device):
+        from recognition.backbone import load_model
+
+        self.net, self.config = load_model(directory, device)
+        self.device = device
+        self.image_size = self.net.config.image_size
+        weights = directory / "model.safetensors"
+        stat = weights.stat()
+        text = (directory / "config.json").read_text()
+        self.fingerprint = hashlib.sha1(f"{text}{stat.st_size}{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+
+    @torch.inference_mode()
+    def __call__(self, images: np.ndarray, landmarks: list[np.ndarray | None], flip: bool) -> np.ndarray:
+        crops = np.stack([resize_crop(im, self.image_size) for im in images])
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).to(self.device)  # [B, 3, S, S] uint8
+        feats = self.net(x)
+        if flip:
+            feats = feats + self.net(x.flip(-1))
+        return feats.float().cpu().numpy()
+
+
+class DlibEmbedder:
+    """The dlib face ResNet port, unchanged: 128-D descriptors of dlib face chips cut from the aligned crop.
+
+    With landmarks the chip is dlib's own (``face_chip_from_aligned``, 150 px, padding 0.25); a centre-crop fallback
+    is resized whole to 150 px.
+    """
+
+    fingerprint = "dlib-v1"
+
+    def __init__(self, device: torch.device):
+        from augmentor.identity import DlibResNet
+
+        self.config: dict = {}
+        self.net = DlibResNet.from_dat().eval().requires_grad_(False).to(device)
+        self.device = device
+
+    @torch.inference_mode()
+    def __call__(self, images: np.ndarray, landmarks: list[np.ndarray | None], flip: bool) -> np.ndarray:
+        from augmentor.identity import face_chip_from_aligned
+
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().to(self.device) / 255.0
+        chips = F.interpolate(x, size=(150, 150), mode="bilinear", align_corners=False, antialias=True)
+        have = [i for i, lm in enumerate(landmarks) if lm is not None]
+        if have:
+            points = torch.from_numpy(np.stack([landmarks[i] for i in have])).to(self.device)
+            chips[have] = face_chip_from_aligned(x[have], points).clamp(0, 1)
+        feats = self.net(chips)
+        if flip:
+            feats = feats + self.net(chips.flip(-1))
+        return feats.float().cpu().numpy()
+
+
+def load_embedder(spec: str | Path, device: torch.device) -> CheckpointEmbedder | DlibEmbedder:
+    """``dlib`` or a checkpoint folder (or a finetune run folder, whose ``checkpoint/`` is used)."""
+    if str(spec) == DLIB_MODEL:
+        return DlibEmbedder(device)
+    path = Path(spec)
+    if not (path / "config.json").is_file() and (path / "checkpoint" / "config.json").is_file():
+        path = path / "checkpoint"
+    return CheckpointEmbedder(path, device)
+
+
+def embed_all(embedder, aligned: AlignedImages, settings: VerifySettings, cache: Path) -> np.ndarray:
+    """``[N, D]`` features of every aligned image, from ``cache`` when it was made by the same model and inputs."""
+    key = hashlib.sha1(
+        json.dumps([embedder.fingerprint, settings.flip, aligned.names, sorted(aligned.fallbacks)]).encode()
+    ).hexdigest()
+    if cache.is_file():
+        with np.load(cache) as stored:
+            if str(stored["key"]) == key:
+                log.info("features from %s", cache)
+                return stored["features"]
+    from tqdm import tqdm
+
+    chunks = []
+    step = settings.batch_size
+    for start in tqdm(range(0, len(aligned.names), step), desc="features", unit="batch", disable=not settings.progress):
+        stop = start + step
+        chunks.append(embedder(aligned.images[start:stop], aligned.landmarks[start:stop], settings.flip))
+    features = np.concatenate(chunks)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}")
+    with tmp.open("wb") as fh:
+        np.savez(fh, key=np.array(key), features=features)
+    tmp.replace(cache)
+    return features
+
+
+# --------------------------------------------------------------------------------------------------- protocol
+
+
+def _check_view(pairs: lfw.Pairs, view: str) -> None:
+    if view == "view2" and pairs.num_folds < 2:
+        raise ValueError(f"{pairs.source} is a View 1 file (one set); pass --view dev")
+    if view == "dev" and pairs.num_folds != 1:
+        raise ValueError(f"{pairs.source} is a View 2 file ({pairs.num_folds} folds); drop --view dev")
+
+
+def run_protocol(
+    features: np.ndarray, aligned: AlignedImages, pairs: lfw.Pairs, train: lfw.Pairs | None, settings: VerifySettings
+) -> tuple[lfw.Verification, np.ndarray]:
+    """The protocol's result and the test pairs' scores."""
+
+    def scores_of(p: lfw.Pairs) -> np.ndarray:
+        return lfw.pair_scores(features, aligned.index(p.left), aligned.index(p.right), settings.metric)
+
+    scores = scores_of(pairs)
+    if settings.view == "view2":
+        result = lfw.kfold_verification(scores, pairs.same, pairs.fold)
+    elif train is not None:
+        result = lfw.fixed_threshold_verification(scores_of(train), train.same, scores, pairs.same)
+    else:
+        folds = lfw.cross_validation_folds(pairs.same)
+        result = lfw.kfold_verification(
+            scores, pairs.same, folds, threshold_source="10-fold stratified cross-validation on the test pairs"
+        )
+    return result, scores
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, lfw.Verification]], path: Path) -> Path:
+    """Pooled ROC curves of several models on one log-FPR plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for name, (scores, same, result) in curves.items():
+        fpr, tpr, _ = lfw.roc(scores, same)
+        label = f"{name} (acc {result.accuracy_mean:.4f}, TPR@0.01 {result.tpr_pooled['0.01']:.3f})"
+        ax.step(np.maximum(fpr, 1e-4), tpr, where="post", label=label)
+    for target in lfw.FPR_TARGETS:
+        ax.axvline(target, color="grey", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlim(1e-4, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate (pooled over all pairs)")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("LFW verification ROC")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+def verify_lfw(
+    models: dict[str, str | Path],
+    root: str | Path,
+    pairs_path: str | Path,
+    out: str | Path,
+    settings: VerifySettings | None = None,
+    masking=None,
+) -> dict:
+    """Run the LFW protocol for every model and write ``report.json`` and ``roc.png`` to ``out``.
+
+    Args:
+        models: ``{label: checkpoint folder or "dlib"}``.
+        root: The LFW images folder (``Name/Name_0001.jpg``).
+        pairs_path: ``pairs.txt`` (View 2) or ``pairsDevTest.txt`` (``settings.view = "dev"``).
+        out: Output folder; also holds the alignment and feature caches.
+        settings: Protocol and runtime options.
+        masking: :class:`augmentor.faces.MaskingConfig` of the alignment (default: the built-in one).
+
+    Returns:
+        The report (also in ``out/report.json``).
+
+    Raises:
+        FileNotFoundError: a pairs file, an image it names or a model file is missing.
+        ValueError: a malformed pairs file, or one that does not fit the view.
+    """
+    from augmentor.train import pick_device
+
+    settings = settings or VerifySettings()
+    root, out = Path(root), Path(out)
+    start = time.perf_counter()
+    pairs = lfw.read_pairs(pairs_path)
+    _check_view(pairs, settings.view)
+    train = None
+    if settings.train_pairs:
+        if settings.view != "dev":
+            raise ValueError("--train-pairs is for --view dev (View 2 chooses thresholds on the other folds)")
+        train = lfw.read_pairs(settings.train_pairs)
+        _check_view(train, "dev")
+    if settings.limit:
+        pairs = pairs.limit(settings.limit)
+        train = train.limit(settings.limit) if train is not None else None
+    names = sorted(set(pairs.images()) | set(train.images() if train is not None else []))
+    missing = [n for n in names if not (root / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image(s) named by the pairs are not under {root}, e.g. {', '.join(missing[:3])}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    aligned = align_images(root, names, out / "aligned", settings, masking)
+    device = pick_device(settings.device)
+    report: dict = {
+        "pairs": str(pairs_path),
+        "train_pairs": settings.train_pairs,
+        "root": str(root),
+        "settings": dataclasses.asdict(settings),
+        "num_pairs": len(pairs),
+        "num_images": len(names),
+        "alignment": {
+            "aligned": len(names) - len(aligned.fallbacks),
+            "centre_crop_fallback": len(aligned.fallbacks),
+            "fallback_images": aligned.fallbacks,
+        },
+        "tpr_note": "tpr_pooled: one ROC over all test pairs; tpr_fold_mean/std: one ROC per fold, then mean/std",
+        "models": {},
+    }
+    curves = {}
+    for name, spec in models.items():
+        embedder = load_embedder(spec, device)
+        features = embed_all(embedder, aligned, settings, out / "features" / f"{_slug(name)}.npz")
+        result, scores = run_protocol(features, aligned, pairs, train, settings)
+        curves[name] = (scores, pairs.same, result)
+        report["models"][name] = {
+            "model": str(spec),
+            "feature_dim": int(features.shape[1]),
+            "training": {k: embedder.config.get(k) for k in ("data", "epochs_trained", "best_val_loss", "init")},
+            "architecture": embedder.config.get("architecture"),
+            **dataclasses.asdict(result),
+        }
+        log.info(
+            "%s: accuracy %.4f +- %.4f, TPR@FPR=0.01 %.4f (pooled)",
+            name,
+            result.accuracy_mean,
+            result.accuracy_std,
+            result.tpr_pooled["0.01"],
+        )
+    plot_roc(curves, out / "roc.png")
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    tmp = out / ".report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out / "report.json")
+    return report
