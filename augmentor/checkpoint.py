@@ -36,32 +36,36 @@ def code_version() -> str:
     return f"{augmentor.__version__}+{commit}" if commit else augmentor.__version__
 
 
-def save_generator(
-    model: Cascade, directory: str | Path, meta: dict[str, Any] | None = None, dtype: torch.dtype | None = None
+def write_checkpoint(
+    state: dict[str, torch.Tensor],
+    architecture: dict[str, Any],
+    directory: str | Path,
+    fmt: str,
+    version: int,
+    meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` to ``directory`` (each atomically).
+    """Write ``model.safetensors`` and ``config.json`` to ``directory``, each atomically (temp file + rename).
 
     Args:
-        model: The cascade.
+        state: Tensors to store.
+        architecture: What rebuilds the module (its config as plain data).
         directory: Output folder (created).
-        meta: Extra JSON-able fields for ``config.json`` (losses, data fingerprint, training summary).
-        dtype: Store floating weights in this dtype (e.g. ``torch.bfloat16`` to ship); loading casts back.
+        fmt: Format name recorded in both files, checked by :func:`read_checkpoint_config`.
+        version: Format version.
+        meta: Extra JSON-able fields for ``config.json``.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {
-        k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
-        for k, v in model.state_dict().items()
-    }
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     config = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "architecture": to_dict(model.config),
+        "format": fmt,
+        "format_version": version,
+        "architecture": architecture,
         "code_version": code_version(),
         **(meta or {}),
     }
     tmp = directory / f".{MODEL_FILE}.tmp"
-    save_file(state, str(tmp), metadata={"format": FORMAT})
+    save_file(state, str(tmp), metadata={"format": fmt})
     tmp.replace(directory / MODEL_FILE)
     tmp = directory / f".{CONFIG_FILE}.tmp"
     tmp.write_text(json.dumps(config, indent=2))
@@ -69,17 +73,42 @@ def save_generator(
     return directory
 
 
-def read_config(directory: str | Path) -> dict[str, Any]:
-    """The ``config.json`` of a checkpoint folder, checked for its format."""
+def read_checkpoint_config(directory: str | Path, fmt: str, version: int) -> dict[str, Any]:
+    """The ``config.json`` of a checkpoint folder, checked for its format and version.
+
+    Raises:
+        FileNotFoundError: no ``config.json``.
+        ValueError: another format, or a newer version than this code reads.
+    """
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not an augmentor checkpoint folder")
+        raise FileNotFoundError(f"{path} not found: not an {fmt} checkpoint folder")
     config = json.loads(path.read_text())
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an {FORMAT} checkpoint (format={config.get('format')!r})")
-    if config.get("format_version", 0) > FORMAT_VERSION:
+    if config.get("format") != fmt:
+        raise ValueError(f"{path} is not an {fmt} checkpoint (format={config.get('format')!r})")
+    if config.get("format_version", 0) > version:
         raise ValueError(f"{path} needs a newer augmentor (format_version {config['format_version']})")
     return config
+
+
+def save_generator(
+    model: Cascade, directory: str | Path, meta: dict[str, Any] | None = None, dtype: torch.dtype | None = None
+) -> Path:
+    """Write the cascade's ``model.safetensors`` and ``config.json`` to ``directory`` (each atomically).
+
+    Args:
+        model: The cascade.
+        directory: Output folder (created).
+        meta: Extra JSON-able fields for ``config.json`` (losses, data fingerprint, training summary).
+        dtype: Store floating weights in this dtype (e.g. ``torch.bfloat16`` to ship); loading casts back.
+    """
+    state = {k: v.to(dtype) if dtype and v.is_floating_point() else v for k, v in model.state_dict().items()}
+    return write_checkpoint(state, to_dict(model.config), directory, FORMAT, FORMAT_VERSION, meta)
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a cascade checkpoint folder, checked for its format."""
+    return read_checkpoint_config(directory, FORMAT, FORMAT_VERSION)
 
 
 def load_generator(directory: str | Path, device: str | torch.device = "cpu") -> tuple[Cascade, dict[str, Any]]:

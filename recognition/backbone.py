@@ -8,7 +8,6 @@ Checkpoints are ``model.safetensors`` + ``config.json``, and :func:`load_model` 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -219,40 +218,16 @@ def load_init(net: RecognitionNet, init: str) -> str:
 
 def save_model(net: RecognitionNet, directory: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` (``architecture`` + ``meta``) to ``directory``, atomically."""
-    from safetensors.torch import save_file
+    from augmentor.checkpoint import write_checkpoint
 
-    from augmentor.checkpoint import code_version
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    config = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "architecture": to_dict(net.config),
-        "code_version": code_version(),
-        **(meta or {}),
-    }
-    tmp = directory / f".{MODEL_FILE}.tmp"
-    save_file(state, str(tmp), metadata={"format": FORMAT})
-    tmp.replace(directory / MODEL_FILE)
-    tmp = directory / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps(config, indent=2))
-    tmp.replace(directory / CONFIG_FILE)
-    return directory
+    return write_checkpoint(net.state_dict(), to_dict(net.config), directory, FORMAT, FORMAT_VERSION, meta)
 
 
 def read_model_config(directory: str | Path) -> dict[str, Any]:
     """The ``config.json`` of a recognition checkpoint folder, checked for its format."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not a recognition checkpoint folder")
-    config = json.loads(path.read_text())
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an {FORMAT} checkpoint (format={config.get('format')!r})")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path} needs a newer augmentor (format_version {config['format_version']})")
-    return config
+    from augmentor.checkpoint import read_checkpoint_config
+
+    return read_checkpoint_config(directory, FORMAT, FORMAT_VERSION)
 
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tuple[RecognitionNet, dict[str, Any]]:
