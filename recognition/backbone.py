@@ -28,6 +28,11 @@ CONFIG_FILE = "config.json"
 FORMAT = "augmentor-recognition"
 FORMAT_VERSION = 1
 DLIB_INPUT = 150  # the dlib face ResNet's chip side
+# Where dlib's 150-px face chip (padding 0.25) lies in our eye-aligned crop, as an affine_grid theta in normalised
+# coordinates (so it holds at 128 and 112 px): the mean of `augmentor.identity.face_chip_transform` over 2,000
+# aligned CelebA faces (chip side = 0.573 of the crop, centred at x +0.016, y +0.101; per-face spread ~2.5 px).
+# The dlib net was trained on such tight chips; fed the whole crop, it sees a face half the size it expects.
+DLIB_CHIP_THETA = ((0.5731, 0.0, 0.0161), (0.0, 0.5731, 0.1009))
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -131,8 +136,9 @@ class RecognitionNet(nn.Module):
         """``[N, 3, S, S]`` crops on the 0..255 scale (uint8 or float) -> ``[N, D]`` embeddings."""
         x = images.float() / 255.0  # [N, 3, S, S] in [0, 1]
         if self.config.backbone == "dlib-resnet":
-            if x.shape[-1] != DLIB_INPUT:
-                x = F.interpolate(x, size=(DLIB_INPUT, DLIB_INPUT), mode="bilinear", align_corners=False)
+            theta = torch.tensor(DLIB_CHIP_THETA, dtype=x.dtype, device=x.device).expand(x.shape[0], 2, 3)
+            grid = F.affine_grid(theta, [x.shape[0], 3, DLIB_INPUT, DLIB_INPUT], align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", align_corners=False)  # [N, 3, 150, 150] chip
             pooled = self.trunk.features(x, ("pooled",))["pooled"]  # [N, 256]; dlib normalises inside
         else:
             pooled = self.trunk((x - self.mean) / self.std)  # [N, 2048] or [N, 512]

@@ -45,6 +45,7 @@ class OptimConfig:
     schedule: Literal["poly", "exp", "constant"] = "poly"  # poly: Caffe "poly"; exp: gamma per epoch
     gamma: float = 0.96  # poly: the power of (1 - step / total_steps); exp: lr factor per epoch (paper: 0.96)
     grad_clip: float = 5.0  # clip the global gradient norm to this (0: off); ArcFace's s=64 makes large gradients
+    trunk_lr_scale: float = 1.0  # the pretrained trunk's lr = lr x this (< 1 keeps face-pretrained features intact)
 
 
 @dataclass
@@ -141,7 +142,10 @@ class Finetuner:
         self.net.to(self.device)
         self.model = wrap(self.net) if wrap else self.net
         opt = cfg.optim
-        params = [p for p in self.net.parameters() if p.requires_grad]
+        trunk = [p for p in self.net.trunk.parameters() if p.requires_grad]
+        trunk_ids = {id(p) for p in trunk}
+        rest = [p for p in self.net.parameters() if p.requires_grad and id(p) not in trunk_ids]
+        params = [{"params": rest}, {"params": trunk, "lr": opt.lr * opt.trunk_lr_scale}]
         if opt.name == "sgd":
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
                 params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay
