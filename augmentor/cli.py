@@ -11,6 +11,71 @@ import click
 DATASET_NAMES = ("casia", "lfw", "celeba", "folder", "list")  # pipelines.datasets registry; a test keeps them equal
 
 
+def dataset_options(command):
+    """The options that pick a dataset listing: --dataset, --root and the adapters' own options."""
+    options = [
+        click.option(
+            "--dataset",
+            type=click.Choice(DATASET_NAMES),
+            default=None,
+            metavar="NAME",
+            help=f"Dataset layout: {', '.join(DATASET_NAMES)}. Omit to use the bundled sample faces.",
+        ),
+        click.option(
+            "--root",
+            type=click.Path(exists=True, path_type=Path),
+            default=None,
+            metavar="PATH",
+            help="Dataset root folder (for 'list': the TSV/CSV/Parquet list file).",
+        ),
+        click.option(
+            "--identities",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            metavar="TXT",
+            help="celeba only: the identity_CelebA.txt file, if it is not next to the images.",
+        ),
+        click.option(
+            "--path-column", default="path", metavar="NAME", help="list only: the column holding image paths."
+        ),
+        click.option("--identity-column", default="identity", metavar="NAME", help="list only: the identity column."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def load_listing(
+    dataset: str | None, root: Path | None, identities: Path | None, path_column: str, identity_column: str
+):
+    """The listing chosen by :func:`dataset_options` (the bundled samples without --dataset).
+
+    Returns:
+        ``(dataset name, root, DataFrame)``.
+
+    Raises:
+        click.BadParameter / click.ClickException: inconsistent options or an unreadable dataset.
+    """
+    from augmentor.samples import SAMPLES_LIST
+    from pipelines.datasets import DatasetError, load_dataset
+
+    if dataset is None:
+        if root is not None:
+            raise click.BadParameter("--root needs --dataset", param_hint="--root")
+        dataset, root = "list", SAMPLES_LIST
+    elif root is None:
+        raise click.BadParameter(f"--dataset {dataset} needs --root", param_hint="--root")
+    options: dict[str, object] = {}
+    if dataset == "celeba" and identities is not None:
+        options["identities"] = identities
+    if dataset == "list":
+        options.update(path_column=path_column, identity_column=identity_column)
+    try:
+        return dataset, root, load_dataset(dataset, root, **options)
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(verbose: int) -> None:
@@ -20,20 +85,7 @@ def main(verbose: int) -> None:
 
 
 @main.command()
-@click.option(
-    "--dataset",
-    type=click.Choice(DATASET_NAMES),
-    default=None,
-    metavar="NAME",
-    help=f"Dataset layout: {', '.join(DATASET_NAMES)}. Omit to use the bundled sample faces.",
-)
-@click.option(
-    "--root",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    metavar="PATH",
-    help="Dataset root folder (for 'list': the TSV/CSV/Parquet list file).",
-)
+@dataset_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -67,15 +119,6 @@ def main(verbose: int) -> None:
     help="Only the first N images of the listing (sorted by identity, image id).",
 )
 @click.option("--shard-size", type=click.IntRange(min=1), default=1000, metavar="ROWS", help="Rows per Parquet shard.")
-@click.option(
-    "--identities",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    metavar="TXT",
-    help="celeba only: the identity_CelebA.txt file, if it is not next to the images.",
-)
-@click.option("--path-column", default="path", metavar="NAME", help="list only: the column holding image paths.")
-@click.option("--identity-column", default="identity", metavar="NAME", help="list only: the identity column.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("-n", "--dry-run", is_flag=True, help="Print the resolved settings and the image count, then stop.")
 def preprocess(
@@ -108,25 +151,12 @@ def preprocess(
     from augmentor.faces import MaskingConfig
     from augmentor.preprocess import preprocess as run_preprocess
     from augmentor.resources import MissingModelFileError
-    from augmentor.samples import SAMPLES_LIST
     from augmentor.visualize import shard_preview
-    from pipelines.datasets import DatasetError, load_dataset
 
-    if dataset is None:
-        if root is not None:
-            raise click.BadParameter("--root needs --dataset", param_hint="--root")
-        dataset, root = "list", SAMPLES_LIST
-    elif root is None:
-        raise click.BadParameter(f"--dataset {dataset} needs --root", param_hint="--root")
-    options: dict[str, object] = {}
-    if dataset == "celeba" and identities is not None:
-        options["identities"] = identities
-    if dataset == "list":
-        options.update(path_column=path_column, identity_column=identity_column)
+    dataset, root, table = load_listing(dataset, root, identities, path_column, identity_column)
     try:
         masking = load_config(MaskingConfig, config_path, list(overrides))
-        table = load_dataset(dataset, root, **options)
-    except (ConfigError, DatasetError) as exc:
+    except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     if limit is not None:
         table = table.head(limit)

@@ -7,26 +7,13 @@ from pathlib import Path
 
 import click
 
-from augmentor.cli import DATASET_NAMES
+from augmentor.cli import dataset_options, load_listing
 
 MAX_COPIES = 32  # pipelines.augment.MAX_COPIES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option(
-    "--dataset",
-    type=click.Choice(DATASET_NAMES),
-    default=None,
-    metavar="NAME",
-    help=f"Dataset layout: {', '.join(DATASET_NAMES)}. Omit to use the bundled sample faces.",
-)
-@click.option(
-    "--root",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    metavar="PATH",
-    help="Dataset root folder (for 'list': the TSV/CSV/Parquet list file).",
-)
+@dataset_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -93,15 +80,6 @@ MAX_COPIES = 32  # pipelines.augment.MAX_COPIES
     metavar="N",
     help="Only the first N images of the listing (sorted by identity, image id).",
 )
-@click.option(
-    "--identities",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    metavar="TXT",
-    help="celeba only: the identity_CelebA.txt file, if it is not next to the images.",
-)
-@click.option("--path-column", default="path", metavar="NAME", help="list only: the column holding image paths.")
-@click.option("--identity-column", default="identity", metavar="NAME", help="list only: the identity column.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar with per-stage img/s.")
 @click.option("-n", "--dry-run", is_flag=True, help="Print the resolved settings and the work left, then stop.")
 def run(
@@ -138,18 +116,11 @@ def run(
       augmentor run --address auto --dataset celeba --root /shared/celeba --model CKPT --out /shared/aug
     """
     from augmentor.hallucinator import DEFAULT_WEIGHTS
-    from augmentor.samples import SAMPLES_LIST
     from pipelines.augment import format_summary
     from pipelines.augment import run as run_pipeline
-    from pipelines.datasets import DatasetError, load_dataset
     from pipelines.plan import RunSettings, prepare
 
-    if dataset is None:
-        if root is not None:
-            raise click.BadParameter("--root needs --dataset", param_hint="--root")
-        dataset, root = "list", SAMPLES_LIST
-    elif root is None:
-        raise click.BadParameter(f"--dataset {dataset} needs --root", param_hint="--root")
+    dataset, root, table = load_listing(dataset, root, identities, path_column, identity_column)
     if model is None:
         if not (DEFAULT_WEIGHTS / "config.json").is_file():
             raise click.ClickException(
@@ -159,11 +130,6 @@ def run(
         model = DEFAULT_WEIGHTS
     elif not (model / "config.json").is_file():
         raise click.BadParameter(f"{model} is not a checkpoint folder (no config.json)", param_hint="--model")
-    options: dict[str, object] = {}
-    if dataset == "celeba" and identities is not None:
-        options["identities"] = identities
-    if dataset == "list":
-        options.update(path_column=path_column, identity_column=identity_column)
     settings = RunSettings(
         out=out,
         model=model,
@@ -178,13 +144,12 @@ def run(
     )
     extra = {"dataset": dataset, "root": str(Path(root).resolve())}
     try:
-        table = load_dataset(dataset, root, **options)
         if dry_run:
             prepared = prepare(table, settings, limit, extra)
             click.echo(json.dumps(_dry_run_report(prepared, settings), indent=2))
             return
         summary = run_pipeline(table, settings, limit, extra)
-    except (DatasetError, ConnectionError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (ConnectionError, FileNotFoundError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(format_summary(summary))
 
