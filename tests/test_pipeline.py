@@ -371,11 +371,15 @@ def test_a_killed_worker_is_replaced_and_the_job_completes(ray_session, checkpoi
                "--root", str(root), "--model", str(checkpoints / "plain"), "--out", str(out), "--workers", "1",
                "--batch-size", "2"]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Kill the predictor actor as soon as it exists: waiting for the first written part lets a quiet machine
+    # finish all 24 faces, and Ray tear the actor down, before the scan of /proc finds it.
     deadline = time.monotonic() + 120
-    while not part_paths(out) and time.monotonic() < deadline and proc.poll() is None:
+    victims: list[int] = []
+    while not victims and time.monotonic() < deadline and proc.poll() is None:
+        victims = _descendants_named("ray::MapWorker(MapBatches(Predictor))")
         time.sleep(0.01)
-    victims = _descendants_named("ray::MapWorker(MapBatches(Predictor))")
     assert len(victims) == 1 and proc.poll() is None, "the kill should land mid-run"
+    assert not (out / MANIFEST_FILE).exists()
     os.kill(victims[0], signal.SIGKILL)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output[-3000:]
