@@ -111,6 +111,25 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return read_checkpoint_config(directory, FORMAT, FORMAT_VERSION)
 
 
+def load_weights(module: torch.nn.Module, directory: str | Path) -> torch.nn.Module:
+    """Load ``directory/model.safetensors`` into ``module`` (floating tensors as float32), requiring an exact match.
+
+    Raises:
+        FileNotFoundError: the weights file is missing.
+        ValueError: the file's tensors do not match the module built from ``config.json``.
+    """
+    weights = Path(directory) / MODEL_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{weights} does not match its config.json: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    return module
+
+
 def load_generator(directory: str | Path, device: str | torch.device = "cpu") -> tuple[Cascade, dict[str, Any]]:
     """Rebuild the cascade from ``config.json`` and load its weights (as float32).
 
@@ -118,16 +137,6 @@ def load_generator(directory: str | Path, device: str | torch.device = "cpu") ->
         FileNotFoundError: a file is missing.
         ValueError: the files do not match each other.
     """
-    directory = Path(directory)
     config = read_config(directory)
-    model = Cascade(from_dict(CascadeConfig, config["architecture"], "architecture"))
-    weights = directory / MODEL_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{weights} does not match its config.json: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
+    model = load_weights(Cascade(from_dict(CascadeConfig, config["architecture"], "architecture")), directory)
     return model.to(device).eval(), config

@@ -243,17 +243,8 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
         FileNotFoundError: a file is missing.
         ValueError: the files do not match each other.
     """
-    from safetensors.torch import load_file
+    from augmentor.checkpoint import load_weights
 
-    directory = Path(directory)
     config = read_model_config(directory)
-    net = RecognitionNet(from_dict(NetConfig, config["architecture"], "architecture"))
-    weights = directory / MODEL_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found")
-    missing, unexpected = net.load_state_dict(load_file(str(weights)), strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{weights} does not match its config.json: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
+    net = load_weights(RecognitionNet(from_dict(NetConfig, config["architecture"], "architecture")), directory)
     return net.to(device).eval(), config
