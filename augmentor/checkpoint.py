@@ -15,6 +15,7 @@ from augmentor.config import from_dict, to_dict
 from augmentor.models import Cascade, CascadeConfig
 
 MODEL_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"  # sharded weights: {"metadata": ..., "weight_map": {tensor: file}}
 CONFIG_FILE = "config.json"
 FORMAT = "augmentor-cascade"
 FORMAT_VERSION = 1
@@ -43,8 +44,12 @@ def write_checkpoint(
     fmt: str,
     version: int,
     meta: dict[str, Any] | None = None,
+    max_shard_bytes: int | None = None,
 ) -> Path:
     """Write ``model.safetensors`` and ``config.json`` to ``directory``, each atomically (temp file + rename).
+
+    With ``max_shard_bytes``, weights larger than that are split into ``model-00001-of-0000N.safetensors`` ...
+    plus ``model.safetensors.index.json`` (the Hugging Face layout), e.g. to keep every file under a size limit.
 
     Args:
         state: Tensors to store.
@@ -53,10 +58,14 @@ def write_checkpoint(
         fmt: Format name recorded in both files, checked by :func:`read_checkpoint_config`.
         version: Format version.
         meta: Extra JSON-able fields for ``config.json``.
+        max_shard_bytes: Largest tensor bytes per file (None: one file). A tensor larger than this gets a file
+            of its own.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    for stale in [directory / MODEL_FILE, directory / INDEX_FILE, *directory.glob("model-*-of-*.safetensors")]:
+        stale.unlink(missing_ok=True)  # a rewrite may change the layout; never leave two copies to pick from
     config = {
         "format": fmt,
         "format_version": version,
@@ -64,13 +73,72 @@ def write_checkpoint(
         "code_version": code_version(),
         **(meta or {}),
     }
-    tmp = directory / f".{MODEL_FILE}.tmp"
-    save_file(state, str(tmp), metadata={"format": fmt})
-    tmp.replace(directory / MODEL_FILE)
+    shards = _split(state, max_shard_bytes)
+    if len(shards) == 1:
+        _save_atomic(state, directory / MODEL_FILE, fmt)
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards, 1):
+            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            _save_atomic(shard, directory / name, fmt)
+            weight_map.update(dict.fromkeys(shard, name))
+        total = sum(v.numel() * v.element_size() for v in state.values())
+        index = {"metadata": {"total_size": total, "format": fmt}, "weight_map": weight_map}
+        tmp = directory / f".{INDEX_FILE}.tmp"
+        tmp.write_text(json.dumps(index, indent=2))
+        tmp.replace(directory / INDEX_FILE)
     tmp = directory / f".{CONFIG_FILE}.tmp"
     tmp.write_text(json.dumps(config, indent=2))
     tmp.replace(directory / CONFIG_FILE)
     return directory
+
+
+def _split(state: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[str, torch.Tensor]]:
+    """Group tensors, in order, into shards of at most ``max_bytes`` (one shard if None)."""
+    if max_bytes is None:
+        return [state]
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    return shards
+
+
+def _save_atomic(state: dict[str, torch.Tensor], path: Path, fmt: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp), metadata={"format": fmt})
+    tmp.replace(path)
+
+
+def read_state(directory: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint folder, from ``model.safetensors`` or from the shards its index names.
+
+    Raises:
+        FileNotFoundError: neither file, or a shard the index names, exists.
+        ValueError: a shard lacks a tensor the index promises.
+    """
+    directory = Path(directory)
+    single, index = directory / MODEL_FILE, directory / INDEX_FILE
+    if single.is_file():
+        return load_file(str(single))
+    if not index.is_file():
+        raise FileNotFoundError(f"{single} not found (nor a sharded {index})")
+    weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+    state: dict[str, torch.Tensor] = {}
+    for name in sorted(set(weight_map.values())):
+        shard = directory / name
+        if not shard.is_file():
+            raise FileNotFoundError(f"{shard} not found: {index} names it")
+        state.update(load_file(str(shard)))
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise ValueError(f"{directory}: the shards lack {missing[:3]} named in {INDEX_FILE}")
+    return state
 
 
 def read_checkpoint_config(directory: str | Path, fmt: str, version: int) -> dict[str, Any]:
@@ -92,7 +160,11 @@ def read_checkpoint_config(directory: str | Path, fmt: str, version: int) -> dic
 
 
 def save_generator(
-    model: Cascade, directory: str | Path, meta: dict[str, Any] | None = None, dtype: torch.dtype | None = None
+    model: Cascade,
+    directory: str | Path,
+    meta: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+    max_shard_bytes: int | None = None,
 ) -> Path:
     """Write the cascade's ``model.safetensors`` and ``config.json`` to ``directory`` (each atomically).
 
@@ -101,9 +173,10 @@ def save_generator(
         directory: Output folder (created).
         meta: Extra JSON-able fields for ``config.json`` (losses, data fingerprint, training summary).
         dtype: Store floating weights in this dtype (e.g. ``torch.bfloat16`` to ship); loading casts back.
+        max_shard_bytes: Split the weights into files of at most this many bytes (see :func:`write_checkpoint`).
     """
     state = {k: v.to(dtype) if dtype and v.is_floating_point() else v for k, v in model.state_dict().items()}
-    return write_checkpoint(state, to_dict(model.config), directory, FORMAT, FORMAT_VERSION, meta)
+    return write_checkpoint(state, to_dict(model.config), directory, FORMAT, FORMAT_VERSION, meta, max_shard_bytes)
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
@@ -112,16 +185,14 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 
 
 def load_weights(module: torch.nn.Module, directory: str | Path) -> torch.nn.Module:
-    """Load ``directory/model.safetensors`` into ``module`` (floating tensors as float32), requiring an exact match.
+    """Load a checkpoint folder's weights (one file or shards) into ``module`` as float32, requiring an exact match.
 
     Raises:
         FileNotFoundError: the weights file is missing.
         ValueError: the file's tensors do not match the module built from ``config.json``.
     """
     weights = Path(directory) / MODEL_FILE
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in read_state(directory).items()}
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(

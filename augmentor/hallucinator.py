@@ -51,8 +51,9 @@ class Hallucinator:
         path = Path(path) if path is not None else DEFAULT_WEIGHTS
         if not (path / "config.json").is_file():
             hint = (
-                "no default model is shipped in this version yet; train one with `augmentor train` and pass its "
-                "checkpoint folder"
+                "the shipped default model is missing from this install: reinstall augmentor from a full clone "
+                "(the weights live in augmentor/weights/cascade128), or pass the checkpoint/ folder of an "
+                "`augmentor train` run"
                 if path == DEFAULT_WEIGHTS
                 else "pass the checkpoint/ folder of a training run"
             )

@@ -11,7 +11,7 @@ source_path    string    the input file
 output_path    string    the hallucinated image, relative to the output folder; null unless status is ok
 status         string    ``ok`` / ``no_face`` / ``error``
 reason         string    ``code: detail`` when status is not ok (see docs/preprocess.md), else ""
-model_id       string    first 16 hex digits of the sha256 of the checkpoint's ``model.safetensors``
+model_id       string    first 16 hex digits of the sha256 of the checkpoint's ``model.safetensors`` (or its shards)
 seed           int64     seed of the image's noise inputs (only matters for checkpoints with noise channels)
 mask_area      float32   share of the 128x128 aligned crop inside the face hull; null unless status is ok
 match_score    float32   Pearson correlation of dlib-ResNet descriptors, hallucinated vs aligned original
@@ -70,18 +70,20 @@ def identity_labels(identities: Iterable[str]) -> dict[str, int]:
 
 
 def model_id(checkpoint: str | os.PathLike[str]) -> str:
-    """First 16 hex digits of the sha256 of a checkpoint folder's weights file.
+    """First 16 hex digits of the sha256 of a checkpoint folder's weights file (or of its shards, in name order).
 
     Raises:
-        FileNotFoundError: no ``model.safetensors`` there.
+        FileNotFoundError: no ``model.safetensors`` (nor ``model-*-of-*.safetensors`` shards) there.
     """
     weights = Path(checkpoint) / WEIGHTS_FILE
-    if not weights.is_file():
+    files = [weights] if weights.is_file() else sorted(Path(checkpoint).glob("model-*-of-*.safetensors"))
+    if not files:
         raise FileNotFoundError(f"{weights} not found: not an augmentor checkpoint folder")
     digest = hashlib.sha256()
-    with open(weights, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    for path in files:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()[:16]
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from augmentor.checkpoint import save_generator
-from augmentor.hallucinator import DEFAULT_WEIGHTS, Hallucinator
+from augmentor.hallucinator import Hallucinator
 from augmentor.models import Cascade, CascadeConfig
 
 TINY = {r: 4 for r in (4, 8, 16, 32, 64, 128)}
@@ -69,12 +69,14 @@ def test_noise_seeds_give_diverse_but_repeatable_outputs(checkpoints, faces):
     assert np.array_equal(a[inside], c[inside])
 
 
-def test_missing_checkpoint_errors(tmp_path):
+def test_missing_checkpoint_errors(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         Hallucinator.from_pretrained(tmp_path)
-    if not (DEFAULT_WEIGHTS / "config.json").is_file():
-        with pytest.raises(FileNotFoundError, match="augmentor train"):
-            Hallucinator.from_pretrained()
+    import augmentor.hallucinator as module
+
+    monkeypatch.setattr(module, "DEFAULT_WEIGHTS", tmp_path / "weights" / "cascade128")
+    with pytest.raises(FileNotFoundError, match="shipped default model is missing"):
+        Hallucinator.from_pretrained()
 
 
 def test_per_image_seeds_do_not_depend_on_the_batch(checkpoints, faces):
