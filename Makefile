@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import torch, dlib, face_recognition_models, facenet_pytorch, ray"
 	touch $(STAMP)
 
+# The main job on the embedded default: hallucinate the bundled sample faces with the shipped weights.
 demo: $(STAMP)
-	$(VENV)/bin/augmentor preprocess --out $(DEMO_OUT)
+	$(VENV)/bin/augmentor run --out $(DEMO_OUT)
+	@echo "open $(DEMO_OUT)/preview.png (original | masked | hallucinated), images in $(DEMO_OUT)/images"
 
 test: $(STAMP)
 	$(PY) -m pytest

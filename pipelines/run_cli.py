@@ -81,6 +81,13 @@ MAX_COPIES = 32  # pipelines.augment.MAX_COPIES
     help="Only the first N images of the listing (sorted by identity, image id).",
 )
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar with per-stage img/s.")
+@click.option(
+    "--preview",
+    type=click.IntRange(min=0),
+    default=8,
+    metavar="N",
+    help="Write preview.png: N faces as original | masked | hallucinated copies (0: none).",
+)
 @click.option("-n", "--dry-run", is_flag=True, help="Print the resolved settings and the work left, then stop.")
 def run(
     dataset,
@@ -99,6 +106,7 @@ def run(
     path_column,
     identity_column,
     progress,
+    preview,
     dry_run,
 ) -> None:
     """Hallucinate context and background for every face of a dataset, on a Ray cluster.
@@ -124,8 +132,8 @@ def run(
     if model is None:
         if not (DEFAULT_WEIGHTS / "config.json").is_file():
             raise click.ClickException(
-                f"no --model given and no shipped default model at {DEFAULT_WEIGHTS}; pass --model PATH "
-                "(a training run's checkpoint/ folder)"
+                f"no --model given and the shipped default model is missing at {DEFAULT_WEIGHTS} (reinstall from a "
+                "full clone); pass --model PATH (a training run's checkpoint/ folder)"
             )
         model = DEFAULT_WEIGHTS
     elif not (model / "config.json").is_file():
@@ -152,6 +160,12 @@ def run(
     except (ConnectionError, FileNotFoundError, ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(format_summary(summary))
+    if preview:
+        from pipelines.preview import write_preview
+
+        sheet = write_preview(out, max_faces=preview)
+        if sheet is not None:
+            click.echo(f"preview: {sheet}")
 
 
 def _dry_run_report(prepared, settings) -> dict:

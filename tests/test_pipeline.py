@@ -271,7 +271,14 @@ def test_end_to_end(ray_session, checkpoints, lfw_tree, tmp_path, masker):
         face = masker(row["source_path"])
         inside = face.mask.astype(bool)
         assert image.shape == (128, 128, 3) and np.array_equal(image[inside], face.aligned[inside])
-    assert sorted(p.name for p in out.iterdir()) == ["images", "manifest.parquet", "run.json", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "images", "manifest.parquet", "preview.png", "run.json", "summary.json"
+    ]  # fmt: skip
+    sheet = decode_png((out / "preview.png").read_bytes())
+    assert sheet.shape == (3 * 128, 3 * 128, 3)  # 3 ok faces x (original | masked | copy 0)
+    first = ok.sort_values("image_id").drop_duplicates("identity").iloc[0]
+    assert np.array_equal(sheet[:128, 256:], decode_png((out / first["output_path"]).read_bytes()))
+    assert np.array_equal(sheet[:128, :128], masker(first["source_path"]).aligned)
     assert json.loads((out / "run.json").read_text())["model_id"] == ok["model_id"].iloc[0]
 
     code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", str(checkpoints / "plain"),
@@ -293,6 +300,7 @@ def test_copies_give_different_backgrounds_and_the_same_face(ray_session, checkp
     assert len(frame) == 6 and frame.groupby("image_id")["copy"].apply(lambda ks: sorted(ks) == [0, 1]).all()
     assert not frame.duplicated(["image_id", "copy"]).any()
     ok = frame[frame["status"] == "ok"]
+    assert decode_png((out / "preview.png").read_bytes()).shape == (ok["image_id"].nunique() * 128, 4 * 128, 3)
     for _, pair in ok.groupby("image_id"):
         a, b = (decode_png((out / p).read_bytes()).astype(int) for p in pair.sort_values("copy")["output_path"])
         assert pair["seed"].nunique() == 2
@@ -394,13 +402,15 @@ def test_cli_stays_light_and_checks_its_input(tmp_path, checkpoints):
     probe = "import sys, augmentor.cli, pipelines.run_cli; print(sorted({'ray', 'torch'} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"  # `augmentor --help` stays instant
-    from augmentor.hallucinator import DEFAULT_WEIGHTS
     from pipelines import run_cli
 
     assert run_cli.MAX_COPIES == MAX_COPIES
-    if not (DEFAULT_WEIGHTS / "config.json").is_file():
+    import augmentor.hallucinator as hallucinator
+
+    with pytest.MonkeyPatch.context() as patch:  # an install that lost its shipped weights
+        patch.setattr(hallucinator, "DEFAULT_WEIGHTS", tmp_path / "missing")
         code, text = _run("--out", str(tmp_path / "x"))
-        assert code == 1 and "pass --model" in text
+    assert code == 1 and "pass --model" in text and "shipped default model is missing" in text
     code, text = _run("--out", str(tmp_path / "x"), "--model", str(tmp_path))
     assert code == 2 and "not a checkpoint folder" in text
     code, text = _run("--out", str(tmp_path / "x"), "--root", str(tmp_path))
