@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from augmentor.pack_cli import pack as pack_command
+
 DATASET_NAMES = ("casia", "lfw", "celeba", "folder", "list")  # pipelines.datasets registry; a test keeps them equal
 
 
@@ -485,6 +487,9 @@ def compare(ctx: click.Context) -> None:
     from recognition.cli import compare as command
 
     command.main(ctx.args, prog_name=ctx.command_path, standalone_mode=False)
+
+
+main.add_command(pack_command)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Training data: the ``ok`` rows of preprocess shards as uint8 tensors, split by identity."""
+"""Training data: the ``ok`` rows of preprocess shards (or of a pack) as uint8 tensors, split by identity."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from augmentor.shards import decode_mask, decode_png, read_shards
+from augmentor.shards import decode_mask, decode_png, read_faces
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 class DataConfig:
     """Where the training faces come from and how they are split."""
 
-    path: str = ""  # an `augmentor preprocess` output folder
+    path: str = ""  # an `augmentor preprocess` output folder, or an `augmentor pack` folder / its faces.parquet
     val_fraction: float = 0.05  # share of identities held out for validation
     max_padded_fraction: float = 1.0  # drop rows whose listing's padded_fraction is larger (CelebA's padded images)
     max_border_fraction: float = 1.0  # drop rows whose aligned crop lay more than this much outside the photo
@@ -52,37 +53,46 @@ class FaceSet:
         )
 
 
+def fingerprint(image_ids: list[str]) -> str:
+    """sha256 of the sorted image ids (16 hex digits): which faces a model was trained on."""
+    return hashlib.sha256("\n".join(sorted(image_ids)).encode()).hexdigest()[:16]
+
+
+def usable_rows(table: pa.Table, max_padded_fraction: float = 1.0, max_border_fraction: float = 1.0) -> np.ndarray:
+    """Boolean mask of the rows that pass the :class:`DataConfig` filters (a missing padded_fraction passes)."""
+    keep = np.ones(table.num_rows, bool)
+    if "padded_fraction" in table.column_names and max_padded_fraction < 1.0:
+        keep &= np.asarray(pc.fill_null(table["padded_fraction"], 0.0)) <= max_padded_fraction
+    if max_border_fraction < 1.0:
+        keep &= np.asarray(table["border_fraction"]) <= max_border_fraction
+    return keep
+
+
 def load_faces(config: DataConfig) -> FaceSet:
-    """Read and decode the ``ok`` rows of a preprocess folder.
+    """Read and decode the ``ok`` rows of a preprocess folder or of a pack.
 
     Raises:
-        FileNotFoundError: no shards at ``config.path``.
+        FileNotFoundError: no shards and no pack at ``config.path``.
         ValueError: no usable row after filtering.
     """
-    table = read_shards(config.path, status="ok")
-    keep = np.ones(table.num_rows, bool)
-    if "padded_fraction" in table.column_names and config.max_padded_fraction < 1.0:
-        keep &= np.asarray(pc.fill_null(table["padded_fraction"], 0.0)) <= config.max_padded_fraction
-    if config.max_border_fraction < 1.0:
-        keep &= np.asarray(table["border_fraction"]) <= config.max_border_fraction
-    table = table.filter(keep)
+    table = read_faces(config.path)
+    table = table.filter(usable_rows(table, config.max_padded_fraction, config.max_border_fraction))
     if config.limit is not None:
         table = table.slice(0, config.limit)
     if table.num_rows == 0:
         raise ValueError(f"no usable faces in {config.path} after filtering")
     aligned, masks = table["aligned"].to_pylist(), table["mask"].to_pylist()
-    with ThreadPoolExecutor() as pool:  # cv2 releases the GIL while decoding
+    with ThreadPoolExecutor() as pool:  # cv2 and PIL release the GIL while decoding
         images = np.stack(list(pool.map(decode_png, aligned)))  # [N, S, S, 3]
         mask_arr = np.stack(list(pool.map(decode_mask, masks)))  # [N, S, S]
     ids = table["image_id"].to_pylist()
-    fingerprint = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
     log.info("loaded %d faces from %s", len(ids), config.path)
     return FaceSet(
         images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
         masks=torch.from_numpy(mask_arr)[:, None].contiguous(),
         identities=[str(i) for i in table["identity"].to_pylist()],
         image_ids=ids,
-        fingerprint=fingerprint,
+        fingerprint=fingerprint(ids),
     )
 
 

@@ -274,6 +274,31 @@ class DlibResNet(nn.Module):
         logger.debug("loaded dlib face ResNet from %s", path or MODEL_FILE)
         return net
 
+    @classmethod
+    def from_file(cls, path: str | Path | None = None) -> DlibResNet:
+        """Pretrained weights from dlib's ``.dat`` (None: the face-recognition-models copy) or from the
+        ``identity.safetensors`` of an ``augmentor pack`` (stored in fp16, loaded as float32; no dlib files needed).
+
+        Raises:
+            MissingModelFileError: The file does not exist.
+            ValueError: The file is malformed or holds another network.
+        """
+        if path is None or Path(path).suffix != ".safetensors":
+            return cls.from_dat(path)
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise MissingModelFileError(f"{path} does not exist; `augmentor pack` writes it next to faces.parquet")
+        net = cls()
+        try:
+            net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+        except (RuntimeError, SafetensorError) as err:
+            raise ValueError(f"{path} does not hold the dlib face ResNet: {err}") from err
+        logger.debug("loaded dlib face ResNet from %s", path)
+        return net
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """dlib input_rgb_image normalisation: ``(pixel - mean) / 256`` with pixels on the 0..255 scale."""
         return (x * 255.0 - self.input_mean.to(x.dtype)[:, None, None]) / 256.0

@@ -41,7 +41,7 @@ class LossConfig:
     real_label: float = 0.9  # one-sided label smoothing of the discriminators' real target
     lsgan_target: float = 1.0  # c in the LSGAN generator loss
     lpips_random: bool = False  # lpips only: random backbone (pnet_rand=True), for tests without weights
-    identity_weights: str | None = None  # path of dlib_face_recognition_resnet_model_v1.dat; None = the packaged one
+    identity_weights: str | None = None  # dlib's .dat or a pack's identity.safetensors; None: the installed .dat
 
 
 # --- pure functions -----------------------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ class FaceFeatures(nn.Module):
         super().__init__()
         from augmentor.identity import DlibResNet
 
-        self.net = DlibResNet() if random else DlibResNet.from_dat(weights)
+        self.net = DlibResNet() if random else DlibResNet.from_file(weights)
         self.requires_grad_(False).train(False)
 
     def train(self, mode: bool = True) -> FaceFeatures:

@@ -17,6 +17,9 @@ landmarks          fixed list<float32>[136]    the 68 aligned landmarks, x0, y0,
 mask_area          float32                     share of the crop inside the face hull
 border_fraction    float32                     share of the crop that lay outside the source image
 =================  ==========================  ======================================================
+
+An ``augmentor pack`` folder (:mod:`augmentor.pack`) holds the ``ok`` rows alone in one ``faces.parquet``, with the
+crop as WebP or JPEG; :func:`read_faces` reads either layout.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SHARD_GLOB = "part-*.parquet"
+PACK_FILE = "faces.parquet"  # the face table of an `augmentor pack` folder
 
 SHARD_SCHEMA = pa.schema(
     [
@@ -59,14 +63,35 @@ def encode_png(array: np.ndarray) -> bytes:
 
 
 def decode_png(data: bytes, grey: bool = False) -> np.ndarray:
-    """Inverse of :func:`encode_png`: ``[H, W, 3]`` RGB or ``[H, W]`` uint8."""
-    import cv2
+    """Inverse of :func:`encode_png`: ``[H, W, 3]`` RGB or ``[H, W]`` uint8.
 
+    Also decodes the WebP/JPEG images of an ``augmentor pack``. Uses cv2 where it is installed, else PIL (the GPU
+    machines have no cv2).
+
+    Raises:
+        ValueError: the bytes are not a decodable image.
+    """
+    try:
+        import cv2
+    except ImportError:
+        return _decode_pil(data, grey)
     flag = cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR
     array = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if array is None:
-        raise ValueError("not a decodable PNG")
+        raise ValueError("not a decodable image")
     return array if grey else np.ascontiguousarray(array[..., ::-1])
+
+
+def _decode_pil(data: bytes, grey: bool) -> np.ndarray:
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("L" if grey else "RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError("not a decodable image") from exc
 
 
 def decode_mask(data: bytes) -> np.ndarray:
@@ -101,3 +126,28 @@ def read_shards(directory: str | Path, columns: list[str] | None = None, status:
         if columns is not None and "status" not in columns:
             table = table.drop_columns(["status"])
     return table
+
+
+def pack_file(path: str | Path) -> Path | None:
+    """The pack face table that ``path`` names (the ``.parquet`` file or its folder); None for other folders."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".parquet":
+        return path
+    return path / PACK_FILE if (path / PACK_FILE).is_file() else None
+
+
+def read_faces(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """The usable (``ok``) face rows of a preprocess folder or of a pack (its folder or its ``faces.parquet``).
+
+    Raises:
+        FileNotFoundError: ``path`` is neither.
+    """
+    packed = pack_file(path)
+    if packed is not None:
+        return pq.read_table(packed, columns=columns)
+    if not shard_paths(path):
+        raise FileNotFoundError(
+            f"{path} holds neither {SHARD_GLOB} shards (run `augmentor preprocess`) nor a pack's {PACK_FILE} "
+            "(run `augmentor pack`)"
+        )
+    return read_shards(path, columns=columns, status="ok")

@@ -56,6 +56,7 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels_last memory format on CUDA
     max_steps_per_epoch: int | None = None  # cap steps per epoch (smoke tests)
+    max_minutes: float | None = None  # wall-clock budget of fit(): ends the epoch in which it runs out, then stops
     num_samples: int = 8  # validation faces in each epoch's sample grid
     val_batch_size: int = 32
 
@@ -248,11 +249,13 @@ class Trainer:
         if cfg.max_steps_per_epoch:
             per_epoch = min(per_epoch, cfg.max_steps_per_epoch)
         metrics_path = self.run_dir / "metrics.jsonl"
+        deadline = None if cfg.max_minutes is None else time.monotonic() + 60.0 * cfg.max_minutes
         while self.epoch < cfg.epochs:
             epoch = self.epoch
             data_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)  # per epoch: resumable
             noise_rng = torch.Generator(self.device).manual_seed(cfg.seed * 1_000_003 + epoch)
             sums: dict[str, torch.Tensor] = {}
+            steps, out_of_time = 0, False
             start = time.perf_counter()
             bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False)
             for i, idx in enumerate(batches(len(self.train_set), cfg.batch_size, data_rng)):
@@ -266,13 +269,18 @@ class Trainer:
                 logs = self.train_step(images, masks, top, fade, noise_rng)
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0) + v
+                steps += 1
                 bar.update(1)
                 if i % 20 == 0:
                     bar.set_postfix(g=f"{float(logs['g_total']):.3f}", res=top)
+                # Checked after the step, so that every epoch trains at least once and its bookkeeping still runs.
+                if deadline is not None and time.monotonic() > deadline:
+                    out_of_time = True
+                    break
             bar.close()
             seconds = time.perf_counter() - start
             top, fade = self.active(epoch, 0.999)
-            train_means = {k: float(v) / per_epoch for k, v in sums.items()}
+            train_means = {k: float(v) / steps for k, v in sums.items()}
             val = self.validate(top)
             val_loss = val.get("loss", train_means["g_total"])
             self.epoch += 1
@@ -294,8 +302,10 @@ class Trainer:
                 "train": train_means,
                 "val": val,
                 "val_loss": val_loss,
+                "epoch_steps": steps,
+                "out_of_time": out_of_time,
                 "seconds": round(seconds, 3),
-                "images_per_second": round(per_epoch * cfg.batch_size / seconds, 2),
+                "images_per_second": round(steps * cfg.batch_size / seconds, 2),
             }
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
@@ -308,6 +318,9 @@ class Trainer:
                 val_loss,
                 record["images_per_second"],
             )
+            if out_of_time or (deadline is not None and time.monotonic() > deadline):
+                log.info("time budget of %s min used up in epoch %d: stopping", cfg.max_minutes, self.epoch)
+                break
             if cfg.patience and self.bad_epochs >= cfg.patience:
                 log.info("validation loss plateaued for %d epochs: stopping", self.bad_epochs)
                 break

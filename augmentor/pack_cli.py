@@ -1,0 +1,97 @@
+"""``augmentor pack``: a compact copy of a preprocess output for training on a GPU machine."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+
+@click.command("pack", context_settings={"show_default": True})
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    metavar="DIR",
+    help="Output folder of `augmentor preprocess`.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("pack"),
+    metavar="DIR",
+    help="Pack folder (git-ignored): faces.parquet, identity.safetensors, pack.json.",
+)
+@click.option(
+    "--format",
+    "image_format",
+    type=click.Choice(["webp", "jpeg"]),
+    default="webp",
+    help="Codec of the aligned crops. WebP is about 25% smaller than JPEG at a lower error.",
+)
+@click.option(
+    "--quality",
+    type=click.IntRange(90, 100),
+    default=92,
+    metavar="Q",
+    help="Encoder quality, 90..100. WebP on CelebA: 92 = 1.8, 95 = 1.5 grey levels mean abs error.",
+)
+@click.option(
+    "--max-padded-fraction",
+    type=click.FloatRange(0.0, 1.0),
+    default=1.0,
+    metavar="F",
+    help="Leave out faces whose listing's padded_fraction is larger, as data.max_padded_fraction does.",
+)
+@click.option(
+    "--identity-weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="DAT",
+    help="dlib_face_recognition_resnet_model_v1.dat to convert. Default: the face-recognition-models copy.",
+)
+@click.option("-n", "--dry-run", is_flag=True, help="Print the resolved settings, then stop.")
+def pack(
+    data: Path,
+    out: Path,
+    image_format: str,
+    quality: int,
+    max_padded_fraction: float,
+    identity_weights: Path | None,
+    dry_run: bool,
+) -> None:
+    """Pack the usable faces of a preprocess output and the identity network's fp16 weights for a GPU machine.
+
+    The pack (about 36 MiB for 5,000 CelebA faces) is what a GPU machine without cv2 or dlib trains on:
+    `augmentor train --data pack --set loss.identity_weights=pack/identity.safetensors`, or
+    scripts/gpu/train.sh (see docs/gpu-training.md).
+
+    \b
+    Examples:
+      augmentor pack --data runs/celeba --out pack
+      augmentor pack --data runs/celeba --out pack --format jpeg --quality 95
+    """
+    from augmentor.pack import PackConfig, build_pack
+    from augmentor.resources import MissingModelFileError
+
+    config = PackConfig(
+        image_format=image_format,
+        quality=quality,
+        max_padded_fraction=max_padded_fraction,
+        identity_weights=str(identity_weights) if identity_weights else None,
+    )
+    if dry_run:
+        click.echo(json.dumps({"data": str(data), "out": str(out), **asdict(config)}, indent=2))
+        return
+    try:
+        summary = build_pack(data, out, config)
+    except (FileNotFoundError, MissingModelFileError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name, size in summary.file_bytes.items():
+        click.echo(f"{out / name}: {size / 2**20:.2f} MiB")
+    click.echo(
+        f"{summary.rows} faces ({summary.dropped} left out) in {out}: {summary.total_mib:.2f} MiB, "
+        f"{image_format} q{quality}, mean abs error {summary.mean_abs_error:.2f} grey levels, {summary.seconds:.1f} s"
+    )
