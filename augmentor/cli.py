@@ -470,8 +470,8 @@ def evaluate(
     if not models and not baselines_only:
         if not (DEFAULT_WEIGHTS / "config.json").is_file():
             raise click.ClickException(
-                f"no --model given and no shipped default model at {DEFAULT_WEIGHTS}; pass --model PATH "
-                "(a training run's checkpoint/ folder) or --baselines-only"
+                f"no --model given and the shipped default model is missing at {DEFAULT_WEIGHTS} (reinstall from "
+                "a full clone); pass --model PATH (a training run's checkpoint/ folder) or --baselines-only"
             )
         models["cascade (shipped)"] = DEFAULT_WEIGHTS
     for name, path in models.items():

@@ -74,9 +74,7 @@ def _output_difference(a: torch.nn.Module, b: torch.nn.Module, size: int | None 
     levels = input_pyramid(masked * mask, mask.contiguous(), a.resolutions)
     kwargs = {}
     if a.config.noise_channels:
-        kwargs["noise"] = {
-            r: torch.randn(2, a.config.noise_channels, r, r, generator=g) for r in a.resolutions
-        }
+        kwargs["noise"] = {r: torch.randn(2, a.config.noise_channels, r, r, generator=g) for r in a.resolutions}
     out_a, out_b = a(levels, **kwargs), b(levels, **kwargs)
     top = a.resolutions[-1]
     return float((out_a[top] - out_b[top]).abs().max())

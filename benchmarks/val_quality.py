@@ -62,7 +62,12 @@ def main() -> None:
         print(f"{name:<22}" + "".join(f"{row[c]:>17.4f}" for c in COLUMNS))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        record = {"run": str(args.run), "faces": len(val), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results}
+        record = {
+            "run": str(args.run),
+            "faces": len(val),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "results": results,
+        }
         args.json.write_text(json.dumps(record, indent=2))
 
 

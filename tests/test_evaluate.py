@@ -141,7 +141,11 @@ def test_evaluate_writes_every_report(lfw_tree, tiny_checkpoint, tmp_path, no_to
 def test_cli_evaluate(lfw_tree, tiny_checkpoint, tmp_path, no_torch_hub):
     runner = CliRunner()
     base = ["evaluate", "--root", str(lfw_tree), "--limit", "3", "--workers", "1"]
-    missing = runner.invoke(main, [*base, "--out", str(tmp_path / "a")])
+    from augmentor import hallucinator
+
+    with pytest.MonkeyPatch.context() as patch:  # an install that lost its shipped weights
+        patch.setattr(hallucinator, "DEFAULT_WEIGHTS", tmp_path / "missing")
+        missing = runner.invoke(main, [*base, "--out", str(tmp_path / "a")])
     assert missing.exit_code == 1 and "--baselines-only" in missing.output
     not_ckpt = runner.invoke(main, [*base, "--out", str(tmp_path / "b"), "--model", str(tmp_path)])
     assert not_ckpt.exit_code == 2 and "not a checkpoint folder" in not_ckpt.output

@@ -51,7 +51,7 @@ def test_shards_round_trip_exactly(trained, tmp_path):
 
 
 def test_export_to_bf16_halves_the_size_and_keeps_the_outputs(trained, tmp_path):
-    model, source = trained
+    _, source = trained
     report = export_generator(source, tmp_path / "ship", "bfloat16", max_shard_mb=None, extra={"model_card": "x.md"})
     assert report["files"] == ["config.json", "model.safetensors"]
     size = (tmp_path / "ship" / "model.safetensors").stat().st_size

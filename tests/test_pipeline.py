@@ -405,7 +405,7 @@ def test_cli_stays_light_and_checks_its_input(tmp_path, checkpoints):
     from pipelines import run_cli
 
     assert run_cli.MAX_COPIES == MAX_COPIES
-    import augmentor.hallucinator as hallucinator
+    from augmentor import hallucinator
 
     with pytest.MonkeyPatch.context() as patch:  # an install that lost its shipped weights
         patch.setattr(hallucinator, "DEFAULT_WEIGHTS", tmp_path / "missing")

@@ -23,7 +23,11 @@ def sample_faces(masker):
     faces = [masker(p) for p in sample_paths()[:6]]
     faces = [f for f in faces if f.ok]
     assert len(faces) >= 4
-    return (np.stack([f.masked for f in faces]), np.stack([f.mask for f in faces]), np.stack([f.aligned for f in faces]))
+    return (
+        np.stack([f.masked for f in faces]),
+        np.stack([f.mask for f in faces]),
+        np.stack([f.aligned for f in faces]),
+    )
 
 
 @pytest.fixture(scope="module")
