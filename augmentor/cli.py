@@ -460,7 +460,7 @@ def evaluate(
     """
     from augmentor.evaluate import EvalSettings
     from augmentor.evaluate import evaluate as run_evaluation
-    from augmentor.hallucinator import DEFAULT_WEIGHTS
+    from augmentor.hallucinator import default_weights
     from augmentor.resources import MissingModelFileError
     from pipelines.datasets import DatasetError, load_dataset
 
@@ -468,12 +468,10 @@ def evaluate(
     if progan is not None:
         models["ProGAN"] = progan
     if not models and not baselines_only:
-        if not (DEFAULT_WEIGHTS / "config.json").is_file():
-            raise click.ClickException(
-                f"no --model given and the shipped default model is missing at {DEFAULT_WEIGHTS} (reinstall from "
-                "a full clone); pass --model PATH (a training run's checkpoint/ folder) or --baselines-only"
-            )
-        models["cascade (shipped)"] = DEFAULT_WEIGHTS
+        try:
+            models["cascade (shipped)"] = default_weights()
+        except FileNotFoundError as exc:
+            raise click.ClickException(f"no --model given: {exc}; pass --model PATH or --baselines-only") from exc
     for name, path in models.items():
         if not (Path(path) / "config.json").is_file():
             raise click.BadParameter(

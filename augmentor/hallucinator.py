@@ -19,6 +19,20 @@ log = logging.getLogger(__name__)
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "cascade128"
 
 
+def default_weights() -> Path:
+    """The folder of the shipped default model.
+
+    Raises:
+        FileNotFoundError: it is missing from this install (the message says how to get it).
+    """
+    if not (DEFAULT_WEIGHTS / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the shipped default model is missing from this install ({DEFAULT_WEIGHTS}): reinstall augmentor from "
+            "a full clone, or pass the checkpoint/ folder of an `augmentor train` run"
+        )
+    return DEFAULT_WEIGHTS
+
+
 class Hallucinator:
     """A trained cascade ready for inference.
 
@@ -48,16 +62,11 @@ class Hallucinator:
         Raises:
             FileNotFoundError: no checkpoint there (the message says how to get one).
         """
-        path = Path(path) if path is not None else DEFAULT_WEIGHTS
+        path = Path(path) if path is not None else default_weights()
         if not (path / "config.json").is_file():
-            hint = (
-                "the shipped default model is missing from this install: reinstall augmentor from a full clone "
-                "(the weights live in augmentor/weights/cascade128), or pass the checkpoint/ folder of an "
-                "`augmentor train` run"
-                if path == DEFAULT_WEIGHTS
-                else "pass the checkpoint/ folder of a training run"
+            raise FileNotFoundError(
+                f"no augmentor checkpoint at {path} (pass the checkpoint/ folder of an `augmentor train` run)"
             )
-            raise FileNotFoundError(f"no augmentor checkpoint at {path} ({hint})")
         resolved = pick_device(device)
         model, config = load_generator(path, resolved)
         return cls(model, config, resolved, batch_size)

@@ -35,6 +35,8 @@ class LossConfig:
     adversarial: float = 0.1  # lambda_2, LSGAN generator loss weight
     identity: float = 10.0  # lambda_3, identity loss weight (blocks >= identity_from)
     tv: float = 1e-6  # lambda_4, total variation weight (eq. 5)
+    ssim: float = 0.0  # weight of 1 - SSIM (not in the paper; needs torchmetrics), blocks >= ssim_from
+    ssim_from: int = 64  # smallest block resolution with an SSIM loss (the 11x11 window needs >= 16 px)
     perceptual_kind: Literal["face", "lpips"] = "face"  # face: dlib-ResNet features (offline); lpips: AlexNet LPIPS
     perceptual_from: int = 32  # smallest block resolution with a perceptual loss
     identity_from: int = 32  # smallest block resolution with an identity loss
@@ -57,6 +59,28 @@ def g_total_variation(fake: torch.Tensor) -> torch.Tensor:
     dx = fake[..., :, 1:] - fake[..., :, :-1]
     dy = fake[..., 1:, :] - fake[..., :-1, :]
     return (dx.pow(2).sum() + dy.pow(2).sum()) / fake.shape[0]
+
+
+def g_ssim(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``1 - SSIM`` of images in [-1, 1], averaged over the batch.
+
+    The same SSIM as the evaluation's (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, on [0, 1]), through
+    torchmetrics, which is differentiable.
+    """
+    try:
+        from torchmetrics.functional.image import structural_similarity_index_measure
+    except ImportError as exc:
+        raise ImportError("the ssim loss needs torchmetrics: pip install torchmetrics") from exc
+
+    value = structural_similarity_index_measure(
+        (fake.float() + 1) / 2,
+        (real.float() + 1) / 2,
+        gaussian_kernel=True,
+        sigma=1.5,
+        kernel_size=11,
+        data_range=1.0,
+    )
+    return 1 - value
 
 
 def g_lsgan(d_fake: torch.Tensor, target: float = 1.0) -> torch.Tensor:
@@ -182,6 +206,8 @@ class CascadeLoss(nn.Module):
                 terms["l1"] = (cfg.pixel, g_pixel_l1(fake, real))
             if cfg.tv:
                 terms["tv"] = (cfg.tv, g_total_variation(fake))
+            if cfg.ssim and r >= cfg.ssim_from:
+                terms["ssim"] = (cfg.ssim, g_ssim(fake, real))
             if cfg.adversarial and d_fakes is not None:
                 terms["adv"] = (cfg.adversarial, g_lsgan(d_fakes[r], cfg.lsgan_target))
             use_perc = cfg.perceptual > 0 and r >= cfg.perceptual_from

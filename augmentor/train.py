@@ -58,6 +58,9 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap steps per epoch (smoke tests)
     max_minutes: float | None = None  # wall-clock budget of fit(): ends the epoch in which it runs out, then stops
     num_samples: int = 8  # validation faces in each epoch's sample grid
+    # Fine-tuning: start from a generator checkpoint folder, or from a run folder (its last/ generator and, when
+    # present, its resume/ discriminators). Optimisers, counters and the best validation loss start fresh.
+    init_from: str | None = None
     val_batch_size: int = 32
 
 
@@ -91,6 +94,8 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.discriminators.parameters(), lr=cfg.lr_d, betas=cfg.betas)
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.bf16 else contextlib.nullcontext()
+        if cfg.init_from is not None:
+            self.load_init(Path(cfg.init_from))
         self.epoch = 0  # next epoch to run
         self.step = 0
         self.best = math.inf
@@ -239,6 +244,22 @@ class Trainer:
         self.epoch, self.step, self.bad_epochs = (int(v) for v in state["counters"])
         self.best = float(state["best"])
         log.info("resumed %s at epoch %d (step %d)", self.run_dir, self.epoch, self.step)
+
+    def load_init(self, source: Path) -> None:
+        """Copy weights from ``source`` (see ``TrainConfig.init_from``); the architectures must match."""
+        from augmentor.checkpoint import load_weights
+
+        run = source if (source / "last").is_dir() else None
+        generator_dir = source / "last" if run else source
+        try:
+            load_weights(self.generator, generator_dir)
+        except (FileNotFoundError, ValueError, RuntimeError) as exc:  # RuntimeError: tensor shapes differ
+            raise ValueError(f"init_from {source}: cannot start this model from {generator_dir}: {exc}") from exc
+        d_file = run / "resume" / "discriminators.safetensors" if run else None
+        with_d = d_file is not None and d_file.is_file()
+        if with_d:
+            self.discriminators.load_state_dict(load_file(str(d_file), device=str(self.device)))
+        log.info("initialised from %s%s", generator_dir, " with its discriminators" if with_d else "")
 
     # --- the loop ---------------------------------------------------------------------------------------------
     def fit(self) -> Path:

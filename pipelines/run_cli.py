@@ -123,19 +123,17 @@ def run(
       augmentor run --dataset casia --root data/casia --model CKPT --copies 4 --out runs/aug-casia
       augmentor run --address auto --dataset celeba --root /shared/celeba --model CKPT --out /shared/aug
     """
-    from augmentor.hallucinator import DEFAULT_WEIGHTS
+    from augmentor.hallucinator import default_weights
     from pipelines.augment import format_summary
     from pipelines.augment import run as run_pipeline
     from pipelines.plan import RunSettings, prepare
 
     dataset, root, table = load_listing(dataset, root, identities, path_column, identity_column)
     if model is None:
-        if not (DEFAULT_WEIGHTS / "config.json").is_file():
-            raise click.ClickException(
-                f"no --model given and the shipped default model is missing at {DEFAULT_WEIGHTS} (reinstall from a "
-                "full clone); pass --model PATH (a training run's checkpoint/ folder)"
-            )
-        model = DEFAULT_WEIGHTS
+        try:
+            model = default_weights()
+        except FileNotFoundError as exc:
+            raise click.ClickException(f"no --model given: {exc}; pass --model PATH") from exc
     elif not (model / "config.json").is_file():
         raise click.BadParameter(f"{model} is not a checkpoint folder (no config.json)", param_hint="--model")
     settings = RunSettings(

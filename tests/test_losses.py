@@ -15,6 +15,7 @@ from augmentor.losses import (
     g_identity,
     g_lsgan,
     g_pixel_l1,
+    g_ssim,
     g_total_variation,
 )
 from augmentor.resources import MissingModelFileError
@@ -110,6 +111,23 @@ def test_zero_weights_skip_terms():
     assert set(logs) == {"l1_32"} and total.item() == pytest.approx(1.0)
     d_total, d_logs = loss.discriminator({32: torch.ones(3, 1)}, {32: torch.zeros(3, 1)})
     assert set(d_logs) == {"d_32"} and d_total.item() == pytest.approx(0.5 * 0.01)
+
+
+def test_ssim_loss_matches_the_evaluation_metric_and_has_gradients():
+    from augmentor.metrics import ssim
+
+    torch.manual_seed(0)
+    real = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert float(g_ssim(real, real)) == pytest.approx(0.0, abs=1e-6)
+    fake = (real + 0.3 * torch.randn_like(real)).clamp(-1, 1).requires_grad_(True)
+    value = g_ssim(fake, real)
+    to_uint8 = lambda x: ((x.detach() + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    assert float(value) == pytest.approx(1 - ssim(to_uint8(fake), to_uint8(real)).mean(), abs=0.01)
+    value.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+    loss = CascadeLoss(LossConfig(identity=0, perceptual=0, tv=0, adversarial=0, pixel=0, ssim=2.0, ssim_from=32))
+    total, logs = loss.generator({16: fake[:, :, :16, :16], 32: fake}, {16: real[:, :, :16, :16], 32: real})
+    assert set(logs) == {"ssim_32"} and float(total) == pytest.approx(2 * float(value), rel=1e-5)
 
 
 def test_lpips_missing_weights_is_a_clear_error(tmp_path, monkeypatch):

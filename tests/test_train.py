@@ -111,6 +111,23 @@ def test_resume_matches_an_uninterrupted_run(tiny_config, tmp_path):
         torch.testing.assert_close(v1, v2, rtol=1e-4, atol=1e-5, msg=k)
 
 
+def test_init_from_a_run_copies_its_weights(tiny_config, tmp_path):
+    train(dataclasses.replace(tiny_config, epochs=1), tmp_path / "first")
+    tuned = Trainer(dataclasses.replace(tiny_config, init_from=str(tmp_path / "first")), tmp_path / "tuned")
+    source, _ = load_generator(tmp_path / "first" / "last")
+    for (k, v1), v2 in zip(source.state_dict().items(), tuned.generator.state_dict().values()):
+        torch.testing.assert_close(v1, v2, msg=k)
+    fresh = Trainer(tiny_config, tmp_path / "fresh")
+    d_tuned, d_fresh = tuned.discriminators.state_dict(), fresh.discriminators.state_dict()
+    assert any(not torch.equal(d_tuned[k], d_fresh[k]) for k in d_fresh)  # the run's discriminators came too
+    assert tuned.step == 0 and tuned.epoch == 0
+    # a checkpoint folder works as well; a different architecture is a clear error
+    Trainer(dataclasses.replace(tiny_config, init_from=str(tmp_path / "first" / "checkpoint")), tmp_path / "ckpt")
+    wider = dataclasses.replace(tiny_config.model, widths={**tiny_config.model.widths, 128: 16})
+    with pytest.raises(ValueError, match="init_from"):
+        Trainer(dataclasses.replace(tiny_config, model=wider, init_from=str(tmp_path / "first")), tmp_path / "bad")
+
+
 def test_progressive_schedule():
     res = (8, 16, 32, 64, 128)
     assert progressive_stage(0, 0.0, res, 2) == (8, 1.0)
