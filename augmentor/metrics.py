@@ -44,10 +44,11 @@ class FaceDescriptor(nn.Module):
     name = "dlib-ResNet 128-D"
 
     def __init__(self, weights: str | Path | None = None):
+        """``weights``: dlib's ``.dat`` (None: the installed copy) or a pack's ``identity.safetensors``."""
         super().__init__()
         from augmentor.identity import DlibResNet
 
-        self.net = DlibResNet.from_dat(weights).eval().requires_grad_(False)
+        self.net = DlibResNet.from_file(weights).eval().requires_grad_(False)
 
     def chips(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() / 255.0

@@ -92,6 +92,8 @@ class Predictor:
         device: ``cpu``, ``cuda``, ``auto`` ...
         batch_size: Images per forward pass.
         num_threads: torch intra-op threads of this process; None leaves torch's setting alone.
+        descriptor_weights: The match score's dlib-ResNet: a ``.dat`` or a pack's ``identity.safetensors``;
+            None uses the installed ``.dat``.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class Predictor:
         device: str = "auto",
         batch_size: int = 64,
         num_threads: int | None = None,
+        descriptor_weights: str | None = None,
     ):
         import torch
 
@@ -113,7 +116,7 @@ class Predictor:
         self.hallucinator = Hallucinator.from_pretrained(model, device=device, batch_size=batch_size)
         if self.hallucinator.resolution != SIZE:
             raise ValueError(f"{model} outputs {self.hallucinator.resolution} px; the pipeline aligns to {SIZE} px")
-        self.descriptor = FaceDescriptor().to(self.hallucinator.device)
+        self.descriptor = FaceDescriptor(descriptor_weights).to(self.hallucinator.device)
         self.copies, self.seed, self.batch_size = copies, seed, batch_size
 
     def describe(self, images: np.ndarray):

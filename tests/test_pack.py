@@ -197,3 +197,22 @@ def test_gpu_script_on_the_cpu(pack_dir, blocked_env, tmp_path):
     assert {f"{run}/train_config.json", f"{run}/resume/state.pt", f"{run}/last/model.safetensors"} <= members
     bad = subprocess.run(command[:2] + ["--bogus"], check=False, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown argument --bogus" in bad.stderr
+
+
+def test_hallucinate_stage_benchmark_needs_no_cv2_or_dlib(pack_dir, blocked_env, tmp_path):
+    out = tmp_path / "stage.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "hallucinate_stage.py"), "--faces", str(pack_dir),
+        "--device", "cpu", "--images", "12", "--batch-size", "4", "--warmup", "1", "--skip-paper", "--out", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, check=False, env=blocked_env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["identity_weights"] == str(pack_dir / "identity.safetensors") and record["batch_size"] == 4
+    assert set(record["results"]) == {"shipped", "default widths (random)"}
+    shipped = record["results"]["shipped"]
+    assert shipped["images_timed"] == 8 and shipped["parameters"] == 3_495_311
+    assert shipped["stage_images_per_second"] > 0 and shipped["generator_images_per_second"] > 0
+    assert 0.5 < shipped["mean_match_score"] <= 1.0  # real faces, context painted around them
