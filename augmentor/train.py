@@ -211,6 +211,7 @@ class Trainer:
             "epochs_trained": self.epoch,
             "steps": self.step,
             "best_val_loss": self.best,
+            "init_from": self.cfg.init_from,  # epochs and steps count from there
         }
 
     def save_resume(self) -> None:

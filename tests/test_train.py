@@ -121,6 +121,7 @@ def test_init_from_a_run_copies_its_weights(tiny_config, tmp_path):
     d_tuned, d_fresh = tuned.discriminators.state_dict(), fresh.discriminators.state_dict()
     assert any(not torch.equal(d_tuned[k], d_fresh[k]) for k in d_fresh)  # the run's discriminators came too
     assert tuned.step == 0 and tuned.epoch == 0
+    assert tuned._meta()["init_from"] == str(tmp_path / "first") and fresh._meta()["init_from"] is None
     # a checkpoint folder works as well; a different architecture is a clear error
     Trainer(dataclasses.replace(tiny_config, init_from=str(tmp_path / "first" / "checkpoint")), tmp_path / "ckpt")
     wider = dataclasses.replace(tiny_config.model, widths={**tiny_config.model.widths, 128: 16})
