@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from augmentor.baselines import fill_all, mean_colour
+from augmentor.baselines import BASELINES, fill_all, mean_colour
 from augmentor.hallucinator import DEFAULT_WEIGHTS, Hallucinator
-from augmentor.metrics import FaceDescriptor, face_perceptual, to_tensor
+from augmentor.metrics import FaceDescriptor, face_perceptual, ssim, to_tensor
 from augmentor.samples import sample_paths
 
 
@@ -63,6 +63,15 @@ def test_shipped_model_paints_context_around_the_exact_face(shipped, sample_face
     model_distance = face_perceptual(maps_model, maps_true)
     fill_distance = face_perceptual(maps_fill, maps_true)
     assert model_distance.mean() < fill_distance.mean(), (model_distance, fill_distance)
+
+
+def test_shipped_model_beats_the_classical_fills_on_ssim(shipped, sample_faces):
+    """The SSIM fine-tune's point (docs/model-card.md): closer in structure than cv2's inpainting."""
+    masked, mask, aligned = sample_faces
+    model = ssim(shipped(masked, mask), aligned).mean()
+    fills = {name: ssim(fill_all(fill, masked, mask), aligned).mean() for name, fill in BASELINES.items()}
+    assert set(fills) >= {"cv2 Navier-Stokes", "cv2 Telea", "mean-colour fill"}
+    assert model > max(fills.values()) + 0.01, (model, fills)
 
 
 def test_shipped_model_is_deterministic(shipped, sample_faces):
