@@ -94,8 +94,6 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.discriminators.parameters(), lr=cfg.lr_d, betas=cfg.betas)
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.bf16 else contextlib.nullcontext()
-        if cfg.init_from is not None:
-            self.load_init(Path(cfg.init_from))
         self.epoch = 0  # next epoch to run
         self.step = 0
         self.best = math.inf
@@ -367,7 +365,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, faces: Fa
         (run_dir / CONFIG_NAME).write_text(json.dumps(to_dict(cfg), indent=2))
     trainer = Trainer(cfg, run_dir, faces)
     if resume:
-        trainer.load_resume()
+        trainer.load_resume()  # a resumed fine-tune no longer needs its init_from folder
+    elif cfg.init_from is not None:
+        trainer.load_init(Path(cfg.init_from))
     return trainer.fit()
 
 

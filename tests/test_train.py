@@ -113,20 +113,36 @@ def test_resume_matches_an_uninterrupted_run(tiny_config, tmp_path):
 
 def test_init_from_a_run_copies_its_weights(tiny_config, tmp_path):
     train(dataclasses.replace(tiny_config, epochs=1), tmp_path / "first")
-    tuned = Trainer(dataclasses.replace(tiny_config, init_from=str(tmp_path / "first")), tmp_path / "tuned")
     source, _ = load_generator(tmp_path / "first" / "last")
+    tuned = Trainer(tiny_config, tmp_path / "tuned")
+    d_before = {k: v.clone() for k, v in tuned.discriminators.state_dict().items()}
+    tuned.load_init(tmp_path / "first")
     for (k, v1), v2 in zip(source.state_dict().items(), tuned.generator.state_dict().values()):
         torch.testing.assert_close(v1, v2, msg=k)
-    fresh = Trainer(tiny_config, tmp_path / "fresh")
-    d_tuned, d_fresh = tuned.discriminators.state_dict(), fresh.discriminators.state_dict()
-    assert any(not torch.equal(d_tuned[k], d_fresh[k]) for k in d_fresh)  # the run's discriminators came too
-    assert tuned.step == 0 and tuned.epoch == 0
-    assert tuned._meta()["init_from"] == str(tmp_path / "first") and fresh._meta()["init_from"] is None
+    d_after = tuned.discriminators.state_dict()
+    assert any(not torch.equal(d_after[k], d_before[k]) for k in d_before)  # the run's discriminators came too
     # a checkpoint folder works as well; a different architecture is a clear error
-    Trainer(dataclasses.replace(tiny_config, init_from=str(tmp_path / "first" / "checkpoint")), tmp_path / "ckpt")
+    Trainer(tiny_config, tmp_path / "ckpt").load_init(tmp_path / "first" / "checkpoint")
     wider = dataclasses.replace(tiny_config.model, widths={**tiny_config.model.widths, 128: 16})
     with pytest.raises(ValueError, match="init_from"):
-        Trainer(dataclasses.replace(tiny_config, model=wider, init_from=str(tmp_path / "first")), tmp_path / "bad")
+        Trainer(dataclasses.replace(tiny_config, model=wider), tmp_path / "bad").load_init(tmp_path / "first")
+
+
+def test_fine_tune_run_starts_from_init_from_and_resumes_without_it(tiny_config, tmp_path):
+    import shutil
+
+    train(dataclasses.replace(tiny_config, epochs=1), tmp_path / "first")
+    source, _ = load_generator(tmp_path / "first" / "last")
+    frozen = dataclasses.replace(tiny_config, epochs=1, lr_g=0.0, lr_d=0.0, init_from=str(tmp_path / "first"))
+    checkpoint = train(frozen, tmp_path / "tuned")  # lr 0: the weights stay those it started from
+    tuned, config = load_generator(tmp_path / "tuned" / "last")
+    for (k, v1), v2 in zip(source.named_parameters(), tuned.parameters()):
+        torch.testing.assert_close(v1, v2, msg=k)
+    assert config["init_from"] == str(tmp_path / "first") and config["epochs_trained"] == 1 and checkpoint.is_dir()
+    shutil.rmtree(tmp_path / "first")
+    cfg = load_run_config(tmp_path / "tuned")
+    train(dataclasses.replace(cfg, epochs=2), tmp_path / "tuned", resume=True)  # resume reads only its own run
+    assert [m["epoch"] for m in _lines(tmp_path / "tuned")] == [1, 2]
 
 
 def test_progressive_schedule():
