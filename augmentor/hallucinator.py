@@ -12,6 +12,7 @@ import torch
 from augmentor.checkpoint import load_generator
 from augmentor.data import to_model_range, to_uint8
 from augmentor.models import input_pyramid
+from augmentor.precision import autocast, check_precision
 from augmentor.train import pick_device
 
 log = logging.getLogger(__name__)
@@ -42,15 +43,20 @@ class Hallucinator:
         images = hal(face.masked, face.mask)  # [128, 128, 3] uint8, face pixels identical to the input's
     """
 
-    def __init__(self, model, config: dict, device: str | torch.device = "cpu", batch_size: int = 64):
+    def __init__(
+        self, model, config: dict, device: str | torch.device = "cpu", batch_size: int = 64, precision: str = "auto"
+    ):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config
         self.batch_size = batch_size
+        # auto: bf16 autocast on CUDA; fp32 on CPU, so quality figures do not depend on the CPU's instruction set
+        auto = "bf16" if self.device.type == "cuda" else "fp32"
+        self.precision = auto if check_precision(precision) == "auto" else precision
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path | None = None, device: str = "auto", batch_size: int = 64
+        cls, path: str | Path | None = None, device: str = "auto", batch_size: int = 64, precision: str = "auto"
     ) -> Hallucinator:
         """Load a checkpoint folder (``model.safetensors`` + ``config.json``).
 
@@ -58,9 +64,12 @@ class Hallucinator:
             path: Checkpoint folder; None loads the weights shipped in the package.
             device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
             batch_size: Faces per forward pass.
+            precision: ``fp32``, ``bf16`` (autocast; see :mod:`augmentor.precision`), or ``auto``: bf16 on CUDA,
+                fp32 on CPU. ``bf16`` is about 1.6x faster on CPUs with AVX512-BF16 or AMX.
 
         Raises:
             FileNotFoundError: no checkpoint there (the message says how to get one).
+            ValueError: unknown precision.
         """
         path = Path(path) if path is not None else default_weights()
         if not (path / "config.json").is_file():
@@ -69,7 +78,7 @@ class Hallucinator:
             )
         resolved = pick_device(device)
         model, config = load_generator(path, resolved)
-        return cls(model, config, resolved, batch_size)
+        return cls(model, config, resolved, batch_size, precision)
 
     @property
     def resolution(self) -> int:
@@ -132,14 +141,13 @@ class Hallucinator:
             raise ValueError(f"give seed or one seed per image, got seed={seed} and {len(seeds)} seeds")
         generator = torch.Generator(self.device).manual_seed(seed if seed is not None else 0)
         outs: list[dict[int, torch.Tensor]] = []
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         for start in range(0, masked.shape[0], self.batch_size):
             m = masked[start : start + self.batch_size].to(self.device, torch.float32)
             k = mask[start : start + self.batch_size].to(self.device, torch.float32)
             noise = None
             if seeds is not None and self.noise_channels:
                 noise = self.noise(seeds[start : start + self.batch_size])
-            with autocast:
+            with autocast(self.precision, self.device):
                 levels = self.model(input_pyramid(m, k, self.model.resolutions), generator=generator, noise=noise)
             outs.append({r: v.float() for r, v in levels.items()} if all_levels else {size: levels[size].float()})
         merged = {r: torch.cat([o[r] for o in outs]) for r in outs[0]}

@@ -94,7 +94,7 @@ def time_stage(model: Path, batches, device: str, batch_size: int, weights: str 
         "stage_images_per_second": round(n / stage_seconds, 1),
         "generator_images_per_second": round(n / generator_seconds, 1),
         "mean_match_score": round(float(np.nanmean(np.concatenate(scores))), 4),
-        "bf16_autocast": cuda,
+        "precision": stage.precision,
     }
 
 

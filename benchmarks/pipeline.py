@@ -25,23 +25,29 @@ import torch
 
 from augmentor.checkpoint import save_generator
 from augmentor.models import DEFAULT_WIDTHS, Cascade, CascadeConfig
+from augmentor.precision import PRECISIONS, resolve_precision
 from pipelines.datasets import load_dataset
 
 TINY_WIDTHS = {r: 4 for r in (4, 8, 16, 32, 64, 128)}
 
 
-def naive_loop(paths: list[str], image_ids: list[str], model: Path, out: Path) -> dict:
-    """read -> mask -> hallucinate -> score -> write, one image at a time; models loaded before the clock starts."""
+def naive_loop(paths: list[str], image_ids: list[str], model: Path, out: Path, precision: str) -> dict:
+    """read -> mask -> hallucinate -> score -> write, one image at a time; models loaded before the clock starts.
+
+    ``precision`` (fp32 or bf16) applies to the cascade and the descriptor, as in the pipeline's Predictor.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from augmentor.faces import FaceMasker
     from augmentor.hallucinator import Hallucinator
     from augmentor.metrics import FaceDescriptor, pearson, to_tensor
+    from augmentor.precision import autocast
     from pipelines.stages import encode_image, noise_seed
 
     start = time.perf_counter()
-    masker, hal, descriptor = FaceMasker(), Hallucinator.from_pretrained(model, device="cpu"), FaceDescriptor()
+    masker, descriptor = FaceMasker(), FaceDescriptor()
+    hal = Hallucinator.from_pretrained(model, device="cpu", precision=precision)
     load_seconds = time.perf_counter() - start
     seconds = dict.fromkeys(("mask", "hallucinate", "write"), 0.0)
     rows = []
@@ -54,7 +60,9 @@ def naive_loop(paths: list[str], image_ids: list[str], model: Path, out: Path) -
         if face.ok:
             with torch.inference_mode():
                 image = hal(face.masked[None], face.mask[None], seeds=[noise_seed(image_id, 0)])
-                score = float(pearson(descriptor(to_tensor(image)), descriptor(to_tensor(face.aligned[None])))[0])
+                with autocast(precision, "cpu"):
+                    output, original = descriptor(to_tensor(image)), descriptor(to_tensor(face.aligned[None]))
+                score = float(pearson(output.float(), original.float())[0])
         t2 = time.perf_counter()
         if face.ok:
             output = out / f"{i:06d}_hal0.png"
@@ -79,11 +87,13 @@ def naive_loop(paths: list[str], image_ids: list[str], model: Path, out: Path) -
     }
 
 
-def pipeline_run(table, model: Path, out: Path, workers: int | None, batch_size: int | None) -> dict:
+def pipeline_run(table, model: Path, out: Path, workers: int | None, batch_size: int | None, precision: str) -> dict:
     from pipelines.augment import format_summary, run
     from pipelines.plan import RunSettings
 
-    settings = RunSettings(out=out, model=model, workers=workers, batch_size=batch_size, progress=False)
+    settings = RunSettings(
+        out=out, model=model, workers=workers, batch_size=batch_size, progress=False, precision=precision
+    )
     start = time.perf_counter()
     summary = run(table, settings)
     wall = time.perf_counter() - start
@@ -118,9 +128,16 @@ def main() -> None:
     parser.add_argument("--model-widths", choices=["default", "tiny"], default="default", help="random model widths")
     parser.add_argument("--workers", type=int, default=None, help="pipeline actors per stage (default: one per CPU)")
     parser.add_argument("--batch-size", type=int, default=None, help="pipeline batch size (default: 16 on CPU)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="of both contenders (auto: bf16 on CPUs with native bf16, as `augmentor run` does)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/pipeline.json"), help="JSON report")
     args = parser.parse_args()
 
+    precision = resolve_precision(args.precision, "cpu")
     table = load_dataset(args.dataset, args.root).head(args.limit)
     for path in table["path"]:  # the same warm page cache for both contenders
         Path(path).read_bytes()
@@ -138,16 +155,17 @@ def main() -> None:
             naive_out = Path(tmp) / f"naive{threads}"
             naive_out.mkdir()
             naive[f"{threads}_threads"] = naive_loop(
-                table["path"].tolist(), table["image_id"].tolist(), model, naive_out
+                table["path"].tolist(), table["image_id"].tolist(), model, naive_out, precision
             )
         torch.set_num_threads(default_threads)
-        pipe = pipeline_run(table, model, Path(tmp) / "pipeline", args.workers, args.batch_size)
+        pipe = pipeline_run(table, model, Path(tmp) / "pipeline", args.workers, args.batch_size, precision)
     best = max(naive.values(), key=lambda r: r["images_per_second"])
     report = {
         "images": len(table),
         "root": str(args.root),
         "model": str(args.model) if args.model else f"random, {args.model_widths} widths",
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpus": 0},
+        "precision": precision,
         "load_average_at_start": [round(x, 2) for x in load],
         "naive_loop": naive,
         "pipeline": pipe,

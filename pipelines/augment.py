@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from augmentor.precision import resolve_precision
 from pipelines.manifest import MANIFEST_FILE, PARTS_DIR, consolidate, remove_temporary
 from pipelines.plan import ResourcePlan, RunSettings, check_run_file, count_rows, plan_resources, prepare
 from pipelines.stages import STAGING_DIR, MaskStage, Predictor, write_batch
@@ -169,6 +170,7 @@ def _plan(settings: RunSettings) -> ResourcePlan:
     if num_gpus > gpus:
         raise ValueError(f"--num-gpus {num_gpus}, but the Ray cluster has {gpus} GPU(s)")
     plan = plan_resources(cpus, num_gpus, settings.workers, settings.batch_size)
+    plan.precision = resolve_precision(settings.precision, plan.device)  # on this node; see docs/pipeline.md
     log.info("resource plan on %g CPUs, %d GPUs: %s", cpus, gpus, plan)
     return plan
 
@@ -223,6 +225,7 @@ def _execute(todo: pd.DataFrame, summary: RunSummary, settings: RunSettings, wei
                 "device": plan.device,
                 "batch_size": plan.batch_size,
                 "num_threads": plan.torch_threads,
+                "precision": plan.precision,
             },
         )
         ds = ds.map_batches(
@@ -274,6 +277,12 @@ def format_summary(summary: RunSummary) -> str:
         )
     ]
     lines += [f"  {reason}: {count}" for reason, count in sorted(summary.reason_counts.items())]
+    if summary.plan is not None:
+        plan = summary.plan
+        lines.append(
+            f"plan: {plan.mask_actors} masking actor(s), {plan.predictor_actors} {plan.device} hallucinating "
+            f"actor(s) in {plan.precision}, batch {plan.batch_size}"
+        )
     if summary.stages:
         lines.append(f"{'stage':<12} {'images':>7} {'busy s':>8} {'actors':>6} {'img/s/actor':>11} {'img/s':>8}")
         for name, s in summary.stages.items():

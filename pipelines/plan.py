@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from augmentor.precision import check_precision
 from pipelines.manifest import MANIFEST_FILE, done_keys, identity_labels, model_id, part_paths
 from pipelines.paths import output_stems
 from pipelines.stages import EXTENSIONS, SIZE
@@ -38,6 +39,7 @@ class RunSettings:
     num_gpus: int | None = None  # GPU actors; None: every GPU of the cluster, 0: CPU only
     address: str | None = None  # Ray cluster address (auto, ray://host:10001); None: start a local one
     progress: bool = True  # tqdm bar with per-stage rates
+    precision: str = "auto"  # fp32, bf16, or auto: bf16 where the hallucinating device runs it natively
 
 
 @dataclass
@@ -52,6 +54,7 @@ class ResourcePlan:
     torch_threads: int  # torch intra-op threads of each predictor
     batch_size: int  # faces per forward pass and per manifest part
     write_cpus: float = WRITE_CPUS  # logical CPUs of each write task
+    precision: str = "fp32"  # of the cascade and the descriptor: fp32 or bf16 (resolved, never auto)
 
     @property
     def device(self) -> str:
@@ -196,6 +199,7 @@ def prepare(
         raise ValueError(f"copies must be in 1..{MAX_COPIES}, got {settings.copies}")
     if settings.image_format not in EXTENSIONS:
         raise ValueError(f"format must be one of {sorted(EXTENSIONS)}, got {settings.image_format!r}")
+    check_precision(settings.precision)
     check_model(settings.model, settings.copies)
     info = {
         **(extra or {}),
@@ -205,6 +209,7 @@ def prepare(
         "format": settings.image_format,
         "seed": settings.seed,
         "identities": _identities_id(table["identity"]),
+        "precision": settings.precision,  # not a resume key: bf16 and fp32 differ by a grey level or two
     }
     check_run_file(settings.out, info, write=False)
     done = done_keys(settings.out).to_pandas() if settings.out.is_dir() else pd.DataFrame(columns=["image_id", "copy"])

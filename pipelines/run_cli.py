@@ -80,6 +80,13 @@ MAX_COPIES = 32  # pipelines.augment.MAX_COPIES
     metavar="N",
     help="Only the first N images of the listing (sorted by identity, image id).",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
+    help="Inference precision of the cascade and the match score. auto: bf16 on GPUs and on CPUs with native bf16 "
+    "(AVX512-BF16 or AMX), about 1.6x faster there and within a grey level or two of fp32; fp32 elsewhere.",
+)
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar with per-stage img/s.")
 @click.option(
     "--preview",
@@ -105,6 +112,7 @@ def run(
     identities,
     path_column,
     identity_column,
+    precision,
     progress,
     preview,
     dry_run,
@@ -147,6 +155,7 @@ def run(
         num_gpus=num_gpus,
         address=address,
         progress=progress,
+        precision=precision,
     )
     extra = {"dataset": dataset, "root": str(Path(root).resolve())}
     try:
@@ -170,6 +179,7 @@ def _dry_run_report(prepared, settings) -> dict:
     """The resolved settings, the work left and, for a local run, the resource plan."""
     import os
 
+    from augmentor.precision import resolve_precision
     from pipelines.plan import plan_resources
 
     report = {
@@ -186,7 +196,9 @@ def _dry_run_report(prepared, settings) -> dict:
 
         gpus = torch.cuda.device_count() if settings.num_gpus is None else settings.num_gpus
         try:
-            report["plan"] = plan_resources(os.cpu_count() or 1, gpus, settings.workers, settings.batch_size).__dict__
+            plan = plan_resources(os.cpu_count() or 1, gpus, settings.workers, settings.batch_size)
+            plan.precision = resolve_precision(settings.precision, plan.device)
+            report["plan"] = plan.__dict__
         except ValueError as exc:
             report["plan"] = f"does not fit: {exc}"
     else:

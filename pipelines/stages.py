@@ -94,6 +94,8 @@ class Predictor:
         num_threads: torch intra-op threads of this process; None leaves torch's setting alone.
         descriptor_weights: The match score's dlib-ResNet: a ``.dat`` or a pack's ``identity.safetensors``;
             None uses the installed ``.dat``.
+        precision: ``fp32``, ``bf16`` or ``auto`` (bf16 where ``device`` runs it natively; see
+            :mod:`augmentor.precision`), for both the cascade and the descriptor.
     """
 
     def __init__(
@@ -105,15 +107,21 @@ class Predictor:
         batch_size: int = 64,
         num_threads: int | None = None,
         descriptor_weights: str | None = None,
+        precision: str = "auto",
     ):
         import torch
 
         from augmentor.hallucinator import Hallucinator
         from augmentor.metrics import FaceDescriptor
+        from augmentor.precision import check_precision, resolve_precision
+        from augmentor.train import pick_device
 
         if num_threads is not None:
             torch.set_num_threads(num_threads)
-        self.hallucinator = Hallucinator.from_pretrained(model, device=device, batch_size=batch_size)
+        self.precision = resolve_precision(check_precision(precision), pick_device(device))
+        self.hallucinator = Hallucinator.from_pretrained(
+            model, device=device, batch_size=batch_size, precision=self.precision
+        )
         if self.hallucinator.resolution != SIZE:
             raise ValueError(f"{model} outputs {self.hallucinator.resolution} px; the pipeline aligns to {SIZE} px")
         self.descriptor = FaceDescriptor(descriptor_weights).to(self.hallucinator.device)
@@ -124,10 +132,13 @@ class Predictor:
         import torch
 
         from augmentor.metrics import to_tensor
+        from augmentor.precision import autocast
 
-        chunks = [
-            self.descriptor(to_tensor(images[i : i + self.batch_size])) for i in range(0, len(images), self.batch_size)
-        ]
+        with autocast(self.precision, self.hallucinator.device):
+            chunks = [
+                self.descriptor(to_tensor(images[i : i + self.batch_size])).float()
+                for i in range(0, len(images), self.batch_size)
+            ]
         return torch.cat(chunks)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -245,9 +245,10 @@ def test_predictor_on_a_plain_dict(checkpoints, masked_batch, tmp_path):
 def test_end_to_end(ray_session, checkpoints, lfw_tree, tmp_path, masker):
     out = tmp_path / "out"
     code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", str(checkpoints / "plain"),
-                      "--out", str(out), "--workers", "1", "--batch-size", "2")  # fmt: skip
+                      "--out", str(out), "--workers", "1", "--batch-size", "2", "--precision", "bf16")  # fmt: skip
     assert code == 0, text
     assert "3 ok, 1 no face, 1 errors" in text and "hallucinate" in text and "end to end" in text
+    assert "1 cpu hallucinating actor(s) in bf16, batch 2" in text
 
     frame = pd.read_parquet(out / MANIFEST_FILE)
     table = pq.read_table(out / MANIFEST_FILE)
@@ -419,4 +420,9 @@ def test_cli_stays_light_and_checks_its_input(tmp_path, checkpoints):
     assert code == 0, text
     report = json.loads(text)
     assert report["images"] == 3 and report["rows_todo"] == 3 and report["copies"] == 1
+    assert report["precision"] == "auto" and report["plan"]["precision"] in ("fp32", "bf16")
+    code, text = _run("--out", str(tmp_path / "x"), "--model", str(checkpoints / "plain"), "--precision", "bf16", "-n")
+    assert code == 0 and json.loads(text)["plan"]["precision"] == "bf16"
+    code, text = _run("--out", str(tmp_path / "x"), "--model", str(checkpoints / "plain"), "--precision", "fp16")
+    assert code == 2 and "fp16" in text
     assert not (tmp_path / "x").exists()  # a dry run writes nothing
