@@ -6,6 +6,9 @@
     (pandas)    decode, detect, align,     hallucinate K copies, match       images + manifest      progress,
                 mask                       score                             part, atomically       consolidation
 
+Without GPUs the hallucinating actors write their own batches (:class:`~pipelines.stages.PredictAndWrite`), which
+spares Ray a pool of write workers; the write stage is still timed on its own.
+
 A rerun with the same output folder skips every ``(image_id, copy)`` already in the manifest; see
 ``docs/pipeline.md`` for the resume semantics and multi-node use.
 """
@@ -28,7 +31,7 @@ import pandas as pd
 from augmentor.precision import resolve_precision
 from pipelines.manifest import MANIFEST_FILE, PARTS_DIR, consolidate, remove_temporary
 from pipelines.plan import ResourcePlan, RunSettings, check_run_file, count_rows, plan_resources, prepare
-from pipelines.stages import STAGING_DIR, MaskStage, Predictor, write_batch
+from pipelines.stages import STAGING_DIR, MaskStage, PredictAndWrite, Predictor, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +198,7 @@ def _execute(todo: pd.DataFrame, summary: RunSummary, settings: RunSettings, wei
     summary.stages = stats = {
         "mask": StageStats(actors=plan.mask_actors),
         "hallucinate": StageStats(actors=plan.predictor_actors),
-        "write": StageStats(),
+        "write": StageStats(actors=plan.predictor_actors if plan.fused_write else None),
     }
     bar = tqdm(total=rows_todo, unit="img", desc="augment", disable=not settings.progress)
     try:
@@ -211,34 +214,29 @@ def _execute(todo: pd.DataFrame, summary: RunSummary, settings: RunSettings, wei
             compute=ActorPoolStrategy(size=plan.mask_actors),
             num_cpus=plan.mask_cpus,
         )
+        writer = {"out_dir": str(settings.out.resolve()), "image_format": settings.image_format, "model_id": weights_id}
+        predictor = {
+            "model": str(settings.model.resolve()),
+            "copies": settings.copies,
+            "seed": settings.seed,
+            "device": plan.device,
+            "batch_size": plan.batch_size,
+            "num_threads": plan.torch_threads,
+            "precision": plan.precision,
+        }
         ds = ds.map_batches(
-            Predictor,
+            PredictAndWrite if plan.fused_write else Predictor,
             batch_size=plan.batch_size,
             batch_format="numpy",
             compute=ActorPoolStrategy(size=plan.predictor_actors),
             num_cpus=plan.predictor_cpus,
             num_gpus=plan.predictor_gpus,
-            fn_constructor_kwargs={
-                "model": str(settings.model.resolve()),
-                "copies": settings.copies,
-                "seed": settings.seed,
-                "device": plan.device,
-                "batch_size": plan.batch_size,
-                "num_threads": plan.torch_threads,
-                "precision": plan.precision,
-            },
+            fn_constructor_kwargs={**predictor, **writer} if plan.fused_write else predictor,
         )
-        ds = ds.map_batches(
-            write_batch,
-            batch_size=None,
-            batch_format="numpy",
-            num_cpus=plan.write_cpus,
-            fn_kwargs={
-                "out_dir": str(settings.out.resolve()),
-                "image_format": settings.image_format,
-                "model_id": weights_id,
-            },
-        )
+        if not plan.fused_write:
+            ds = ds.map_batches(
+                write_batch, batch_size=None, batch_format="numpy", num_cpus=plan.write_cpus, fn_kwargs=writer
+            )
         start, first = time.perf_counter(), None
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for name in STAGES:

@@ -55,6 +55,7 @@ class ResourcePlan:
     batch_size: int  # faces per forward pass and per manifest part
     write_cpus: float = WRITE_CPUS  # logical CPUs of each write task
     precision: str = "fp32"  # of the cascade and the descriptor: fp32 or bf16 (resolved, never auto)
+    fused_write: bool = False  # CPU only: each hallucinating actor writes its own batches (no write tasks)
 
     @property
     def device(self) -> str:
@@ -73,7 +74,9 @@ def plan_resources(cluster_cpus: float, num_gpus: int, workers: int | None, batc
     actors (default: the CPUs left) take the rest. CPU mode: ``workers`` hallucinating actors (default one per CPU)
     do most of the work (about 80 ms a face at the default widths against 10 ms to mask it), so one masking actor per
     :data:`PREDICTORS_PER_MASKER` of them keeps them fed; each hallucinating actor runs torch on ``cpus / workers``
-    threads. A little is always left for write tasks.
+    threads and writes its own batches (``fused_write``: writing is 1-2% of the work there, and write tasks would
+    cost extra worker processes). With GPUs, writing runs as tasks, so the GPU actors' CPU only feeds the GPU.
+    A little is always left for write tasks.
 
     Raises:
         ValueError: the cluster is too small for the request.
@@ -93,7 +96,9 @@ def plan_resources(cluster_cpus: float, num_gpus: int, workers: int | None, batc
     if predictor_cpus < 0.01:
         raise ValueError(f"{workers} workers do not fit on {cluster_cpus:g} CPUs")
     threads = max(1, int(cluster_cpus) // workers)
-    return ResourcePlan(mask_actors, MASKER_CPUS, workers, _quantity(predictor_cpus), 0.0, threads, batch_size or 16)
+    return ResourcePlan(
+        mask_actors, MASKER_CPUS, workers, _quantity(predictor_cpus), 0.0, threads, batch_size or 16, fused_write=True
+    )
 
 
 def plan_work(table: pd.DataFrame, copies: int, limit: int | None, done: pd.DataFrame) -> pd.DataFrame:

@@ -33,7 +33,7 @@ from pipelines.manifest import (
 )
 from pipelines.paths import hashed_name, image_path, is_verbatim, output_stems, safe_name
 from pipelines.plan import MAX_COPIES, check_run_file, plan_resources, plan_work
-from pipelines.stages import MaskStage, Predictor, noise_seed, write_batch
+from pipelines.stages import MaskStage, PredictAndWrite, Predictor, noise_seed, write_batch
 
 # Ray 2.60's own DataContext() sets its deprecated fields; nothing here uses them.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
@@ -181,10 +181,11 @@ def test_resource_plans_fit_the_cluster():
     ]:
         cpu = plan_resources(cpus, 0, workers, None)
         assert (cpu.mask_actors, cpu.predictor_actors, cpu.torch_threads) == expected
-        assert cpu.device == "cpu" and cpu.batch_size == 16
+        assert cpu.device == "cpu" and cpu.batch_size == 16 and cpu.fused_write
         assert cpu.mask_actors * cpu.mask_cpus + cpu.predictor_actors * cpu.predictor_cpus + 2 * cpu.write_cpus <= cpus
     gpu = plan_resources(16, 2, None, 128)
     assert (gpu.predictor_actors, gpu.predictor_gpus, gpu.device, gpu.batch_size) == (2, 1.0, "cuda", 128)
+    assert not gpu.fused_write  # PNG encoding would starve the GPU actor's one CPU: write tasks instead
     assert gpu.mask_actors * gpu.mask_cpus + 2 * gpu.predictor_cpus <= 16
     assert plan_resources(64, 0, 4, None).predictor_cpus == 15.0  # whole CPUs above 1
     with pytest.raises(ValueError, match="need more than"):
@@ -237,6 +238,16 @@ def test_predictor_on_a_plain_dict(checkpoints, masked_batch, tmp_path):
     assert manifest["output_path"].isna().tolist() == [False, False, True, True, False]
     assert manifest["reason"].tolist()[2].startswith("not_an_image")
 
+    # The CPU layout: the same actor predicts and writes; same files, same record.
+    fused = PredictAndWrite(
+        out_dir=str(tmp_path / "fused"), image_format="jpeg", model_id="f" * 16,
+        model=str(checkpoints / "noisy"), copies=2, device="cpu", batch_size=2,
+    )  # fmt: skip
+    fused_record = fused(masked_batch)
+    assert sorted(fused_record) == sorted(record) and fused_record["image_id"].tolist() == out["image_id"].tolist()
+    assert (tmp_path / "fused/images/a/1_hal1.jpg").read_bytes() == (tmp_path / "images/a/1_hal1.jpg").read_bytes()
+    assert read_manifest(tmp_path / "fused").to_pandas()["output_path"].isna().sum() == 2
+
 
 # --- the Ray pipeline -----------------------------------------------------------------------------------------
 
@@ -288,6 +299,30 @@ def test_end_to_end(ray_session, checkpoints, lfw_tree, tmp_path, masker):
     code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", str(checkpoints / "plain"),
                       "--out", str(out), "--format", "jpeg")  # fmt: skip
     assert code == 1 and "other settings" in text and "Traceback" not in text
+
+
+@pytest.mark.ray
+def test_write_tasks_layout(ray_session, checkpoints, lfw_tree, tmp_path, monkeypatch):
+    """The GPU layout (separate write tasks), forced on CPU actors: same manifest as the fused CPU layout."""
+    from pipelines import augment
+
+    plans = []
+
+    def unfused(*args):
+        plans.append(plan_resources(*args))
+        plans[-1].fused_write = False
+        return plans[-1]
+
+    monkeypatch.setattr(augment, "plan_resources", unfused)
+    out = tmp_path / "out"
+    code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", str(checkpoints / "plain"),
+                      "--out", str(out), "--workers", "1", "--batch-size", "2")  # fmt: skip
+    assert code == 0, text
+    assert len(plans) == 1 and "3 ok, 1 no face, 1 errors" in text
+    assert re.search(r"write\s+5\s+[\d.]+\s+tasks", text)
+    frame = pd.read_parquet(out / MANIFEST_FILE)
+    assert len(frame) == 5 and frame["output_path"].notna().sum() == 3
+    assert all((out / p).is_file() for p in frame["output_path"].dropna())
 
 
 @pytest.mark.ray
@@ -385,7 +420,7 @@ def test_a_killed_worker_is_replaced_and_the_job_completes(ray_session, checkpoi
     deadline = time.monotonic() + 120
     victims: list[int] = []
     while not victims and time.monotonic() < deadline and proc.poll() is None:
-        victims = _descendants_named("ray::MapWorker(MapBatches(Predictor))")
+        victims = _descendants_named("ray::MapWorker(MapBatches(Predict")  # Predictor or PredictAndWrite
         time.sleep(0.01)
     assert len(victims) == 1 and proc.poll() is None, "the kill should land mid-run"
     assert not (out / MANIFEST_FILE).exists()
