@@ -40,6 +40,7 @@ MASK_BATCH = 8  # images per masking call: small, so work spreads over the actor
 ROWS_PER_BLOCK = 16  # listing rows per Ray block
 MAX_BLOCKS = 20_000
 STAGES = ("mask", "hallucinate", "write")
+MIN_STEADY_SECONDS = 1.0  # the summary shows a steady-state rate only over at least this long
 
 
 @dataclass
@@ -290,9 +291,12 @@ def format_summary(summary: RunSummary) -> str:
             f"{'end to end':<12} {summary.processed:>7} {summary.seconds:>8.1f} {'':>6} {'':>11} "
             f"{summary.images_per_second:>8.1f}"
         )
-        lines.append(
-            f"{'steady state':<12} {summary.steady_rows:>7} {summary.steady_seconds:>8.1f} {'':>6} {'':>11} "
-            f"{summary.steady_images_per_second:>8.1f}   (from the first written batch on)"
-        )
+        if summary.steady_seconds >= MIN_STEADY_SECONDS:
+            lines.append(
+                f"{'steady state':<12} {summary.steady_rows:>7} {summary.steady_seconds:>8.1f} {'':>6} {'':>11} "
+                f"{summary.steady_images_per_second:>8.1f}   (from the first written batch on)"
+            )
+        else:  # a few batches that land together would give a meaningless rate
+            lines.append(f"{'steady state':<12} {'':>7} {'':>8} {'':>6} {'':>11} {'—':>8}   (run too short)")
     lines.append(f"manifest: {Path(summary.out) / MANIFEST_FILE}")
     return "\n".join(lines)

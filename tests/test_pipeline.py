@@ -301,6 +301,16 @@ def test_end_to_end(ray_session, checkpoints, lfw_tree, tmp_path, masker):
     assert code == 1 and "other settings" in text and "Traceback" not in text
 
 
+def test_summary_hides_a_steady_rate_it_cannot_measure():
+    from pipelines.augment import RunSummary, StageStats, format_summary
+
+    summary = RunSummary(out="o", images=24, copies=1, skipped=0, processed=24, seconds=7.6, steady_rows=8,
+                         steady_seconds=0.005, stages={"mask": StageStats(24, 0.4, 1)})  # fmt: skip
+    assert "(run too short)" in format_summary(summary) and "1600.0" not in format_summary(summary)
+    summary.steady_seconds = 4.0
+    assert re.search(r"steady state\s+8\s+4\.0\s+2\.0", format_summary(summary))
+
+
 @pytest.mark.ray
 def test_write_tasks_layout(ray_session, checkpoints, lfw_tree, tmp_path, monkeypatch):
     """The GPU layout (separate write tasks), forced on CPU actors: same manifest as the fused CPU layout."""
