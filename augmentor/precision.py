@@ -8,11 +8,8 @@ with AVX512-BF16 or AMX, and faster still on GPUs. On CPUs without native bf16, 
 from __future__ import annotations
 
 import contextlib
-import logging
 
 import torch
-
-log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 

@@ -28,7 +28,6 @@ from typing import Any
 
 import pandas as pd
 
-from augmentor.precision import resolve_precision
 from pipelines.manifest import MANIFEST_FILE, PARTS_DIR, consolidate, remove_temporary
 from pipelines.plan import ResourcePlan, RunSettings, check_run_file, count_rows, plan_resources, prepare
 from pipelines.stages import STAGING_DIR, MaskStage, PredictAndWrite, Predictor, write_batch
@@ -173,8 +172,7 @@ def _plan(settings: RunSettings) -> ResourcePlan:
     num_gpus = gpus if settings.num_gpus is None else settings.num_gpus
     if num_gpus > gpus:
         raise ValueError(f"--num-gpus {num_gpus}, but the Ray cluster has {gpus} GPU(s)")
-    plan = plan_resources(cpus, num_gpus, settings.workers, settings.batch_size)
-    plan.precision = resolve_precision(settings.precision, plan.device)  # on this node; see docs/pipeline.md
+    plan = plan_resources(cpus, num_gpus, settings.workers, settings.batch_size, settings.precision)  # auto: here
     log.info("resource plan on %g CPUs, %d GPUs: %s", cpus, gpus, plan)
     return plan
 

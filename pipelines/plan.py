@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from augmentor.precision import check_precision
+from augmentor.precision import check_precision, resolve_precision
 from pipelines.manifest import MANIFEST_FILE, done_keys, identity_labels, model_id, part_paths
 from pipelines.paths import output_stems
 from pipelines.stages import EXTENSIONS, SIZE
@@ -67,8 +67,10 @@ def _quantity(x: float) -> float:
     return float(math.floor(x)) if x >= 1 else math.floor(x * 1e4) / 1e4
 
 
-def plan_resources(cluster_cpus: float, num_gpus: int, workers: int | None, batch_size: int | None) -> ResourcePlan:
-    """Split the cluster between the stages.
+def plan_resources(
+    cluster_cpus: float, num_gpus: int, workers: int | None, batch_size: int | None, precision: str = "auto"
+) -> ResourcePlan:
+    """Split the cluster between the stages, and resolve ``precision`` for the hallucinating device on this machine.
 
     GPU mode: one hallucinating actor per GPU (1 CPU each); masking is then the bottleneck, so ``workers`` masking
     actors (default: the CPUs left) take the rest. CPU mode: ``workers`` hallucinating actors (default one per CPU)
@@ -76,7 +78,7 @@ def plan_resources(cluster_cpus: float, num_gpus: int, workers: int | None, batc
     :data:`PREDICTORS_PER_MASKER` of them keeps them fed; each hallucinating actor runs torch on ``cpus / workers``
     threads and writes its own batches (``fused_write``: writing is 1-2% of the work there, and write tasks would
     cost extra worker processes). With GPUs, writing runs as tasks, so the GPU actors' CPU only feeds the GPU.
-    A little is always left for write tasks.
+    A little is always kept free: for the write tasks with GPUs, for the driver without.
 
     Raises:
         ValueError: the cluster is too small for the request.
@@ -88,7 +90,14 @@ def plan_resources(cluster_cpus: float, num_gpus: int, workers: int | None, batc
             raise ValueError(f"{num_gpus} GPU actors need more than {cluster_cpus:g} CPUs (1 each, plus masking)")
         mask_actors = workers or max(1, int(budget))
         return ResourcePlan(
-            mask_actors, _quantity(min(1.0, budget / mask_actors)), num_gpus, 1.0, 1.0, 1, batch_size or 64
+            mask_actors,
+            _quantity(min(1.0, budget / mask_actors)),
+            num_gpus,
+            1.0,
+            1.0,
+            1,
+            batch_size or 64,
+            precision=resolve_precision(precision, "cuda"),
         )
     workers = workers or max(1, int(cluster_cpus))
     mask_actors = math.ceil(workers / PREDICTORS_PER_MASKER)
@@ -97,7 +106,15 @@ def plan_resources(cluster_cpus: float, num_gpus: int, workers: int | None, batc
         raise ValueError(f"{workers} workers do not fit on {cluster_cpus:g} CPUs")
     threads = max(1, int(cluster_cpus) // workers)
     return ResourcePlan(
-        mask_actors, MASKER_CPUS, workers, _quantity(predictor_cpus), 0.0, threads, batch_size or 16, fused_write=True
+        mask_actors,
+        MASKER_CPUS,
+        workers,
+        _quantity(predictor_cpus),
+        0.0,
+        threads,
+        batch_size or 16,
+        precision=resolve_precision(precision, "cpu"),
+        fused_write=True,
     )
 
 

@@ -10,6 +10,7 @@ import click
 from augmentor.cli import dataset_options, load_listing
 
 MAX_COPIES = 32  # pipelines.augment.MAX_COPIES
+PRECISIONS = ("auto", "fp32", "bf16")  # augmentor.precision.PRECISIONS
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -82,7 +83,7 @@ MAX_COPIES = 32  # pipelines.augment.MAX_COPIES
 )
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "fp32", "bf16"]),
+    type=click.Choice(PRECISIONS),
     default="auto",
     help="Inference precision of the cascade and the match score. auto: bf16 on GPUs and on CPUs with native bf16 "
     "(AVX512-BF16 or AMX), about 1.6x faster there and within a grey level or two of fp32; fp32 elsewhere.",
@@ -179,7 +180,6 @@ def _dry_run_report(prepared, settings) -> dict:
     """The resolved settings, the work left and, for a local run, the resource plan."""
     import os
 
-    from augmentor.precision import resolve_precision
     from pipelines.plan import plan_resources
 
     report = {
@@ -196,8 +196,7 @@ def _dry_run_report(prepared, settings) -> dict:
 
         gpus = torch.cuda.device_count() if settings.num_gpus is None else settings.num_gpus
         try:
-            plan = plan_resources(os.cpu_count() or 1, gpus, settings.workers, settings.batch_size)
-            plan.precision = resolve_precision(settings.precision, plan.device)
+            plan = plan_resources(os.cpu_count() or 1, gpus, settings.workers, settings.batch_size, settings.precision)
             report["plan"] = plan.__dict__
         except ValueError as exc:
             report["plan"] = f"does not fit: {exc}"

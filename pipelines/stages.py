@@ -113,12 +113,12 @@ class Predictor:
 
         from augmentor.hallucinator import Hallucinator
         from augmentor.metrics import FaceDescriptor
-        from augmentor.precision import check_precision, resolve_precision
+        from augmentor.precision import resolve_precision
         from augmentor.train import pick_device
 
         if num_threads is not None:
             torch.set_num_threads(num_threads)
-        self.precision = resolve_precision(check_precision(precision), pick_device(device))
+        self.precision = resolve_precision(precision, pick_device(device))
         self.hallucinator = Hallucinator.from_pretrained(
             model, device=device, batch_size=batch_size, precision=self.precision
         )

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from augmentor.checkpoint import save_generator
 from augmentor.cli import main
 from augmentor.models import Cascade, CascadeConfig
+from augmentor.precision import PRECISIONS
 from augmentor.shards import decode_png
 from pipelines.manifest import (
     MANIFEST_FILE,
@@ -186,6 +187,8 @@ def test_resource_plans_fit_the_cluster():
     gpu = plan_resources(16, 2, None, 128)
     assert (gpu.predictor_actors, gpu.predictor_gpus, gpu.device, gpu.batch_size) == (2, 1.0, "cuda", 128)
     assert not gpu.fused_write  # PNG encoding would starve the GPU actor's one CPU: write tasks instead
+    assert gpu.precision == "bf16" and plan_resources(16, 2, None, None, "fp32").precision == "fp32"
+    assert plan_resources(2, 0, None, None, "bf16").precision == "bf16"
     assert gpu.mask_actors * gpu.mask_cpus + 2 * gpu.predictor_cpus <= 16
     assert plan_resources(64, 0, 4, None).predictor_cpus == 15.0  # whole CPUs above 1
     with pytest.raises(ValueError, match="need more than"):
@@ -450,7 +453,7 @@ def test_cli_stays_light_and_checks_its_input(tmp_path, checkpoints):
     assert loaded.strip() == "[]"  # `augmentor --help` stays instant
     from pipelines import run_cli
 
-    assert run_cli.MAX_COPIES == MAX_COPIES
+    assert run_cli.MAX_COPIES == MAX_COPIES and run_cli.PRECISIONS == PRECISIONS
     from augmentor import hallucinator
 
     with pytest.MonkeyPatch.context() as patch:  # an install that lost its shipped weights
