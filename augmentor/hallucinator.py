@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augmentor.checkpoint import load_generator
-from augmentor.data import to_model_range, to_uint8
 from augmentor.models import input_pyramid
-from augmentor.precision import autocast, check_precision
-from augmentor.train import pick_device
+from augmentor.precision import autocast, check_precision, pick_device
+from augmentor.training.checkpoints import load_generator
+from augmentor.training.data import to_model_range, to_uint8
 
 log = logging.getLogger(__name__)
 

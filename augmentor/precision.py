@@ -14,6 +14,13 @@ import torch
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def pick_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else the CPU) or any torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` runs bf16 matmuls and convolutions natively (CUDA with bf16; AVX512-BF16 or AMX CPUs).
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from augmentor.shards import decode_mask, decode_png, read_shards
+from augmentor.preprocessing.shards import decode_mask, decode_png, read_shards
 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augmentor.checkpoint import save_generator
-from augmentor.data import DataConfig, load_faces
 from augmentor.hallucinator import default_weights
 from augmentor.models import DEFAULT_WIDTHS, PAPER_WIDTHS, Cascade, CascadeConfig
+from augmentor.training.checkpoints import save_generator
+from augmentor.training.data import DataConfig, load_faces
 from pipelines.stages import PASS_THROUGH, Predictor
 
 RANDOM_WIDTHS = {"default widths (random)": DEFAULT_WIDTHS, "paper widths (random)": PAPER_WIDTHS}

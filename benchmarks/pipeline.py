@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from augmentor.checkpoint import save_generator
+from augmentor.datasets.adapters import load_dataset
 from augmentor.models import DEFAULT_WIDTHS, Cascade, CascadeConfig
 from augmentor.precision import PRECISIONS, resolve_precision
-from pipelines.datasets import load_dataset
+from augmentor.training.checkpoints import save_generator
 
 TINY_WIDTHS = {r: 4 for r in (4, 8, 16, 32, 64, 128)}
 
@@ -39,9 +39,9 @@ def naive_loop(paths: list[str], image_ids: list[str], model: Path, out: Path, p
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from augmentor.evaluation.metrics import FaceDescriptor, pearson, to_tensor
     from augmentor.faces import FaceMasker
     from augmentor.hallucinator import Hallucinator
-    from augmentor.metrics import FaceDescriptor, pearson, to_tensor
     from augmentor.precision import autocast
     from pipelines.stages import encode_image, noise_seed
 

@@ -13,14 +13,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from augmentor.datasets.adapters import load_dataset
 from augmentor.faces import FaceMasker, load_image
 from augmentor.faces.align import similarity_from_eyes, transform_points, warp
 from augmentor.faces.detect import largest
 from augmentor.faces.landmarks import eye_centres
 from augmentor.faces.mask import hull_mask
-from augmentor.preprocess import preprocess
-from augmentor.shards import encode_png
-from pipelines.datasets import load_dataset
+from augmentor.preprocessing.preprocess import preprocess
+from augmentor.preprocessing.shards import encode_png
 
 
 def stage_times(paths: list[str]) -> dict[str, float]:

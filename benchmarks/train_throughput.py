@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from augmentor.data import DataConfig, FaceSet, load_faces
-from augmentor.losses import LossConfig
 from augmentor.models import DEFAULT_WIDTHS, PAPER_WIDTHS, CascadeConfig
-from augmentor.train import TrainConfig, Trainer
+from augmentor.training.data import DataConfig, FaceSet, load_faces
+from augmentor.training.loop import TrainConfig, Trainer
+from augmentor.training.losses import LossConfig
 
 PAPER_SAMPLES = 1_260_000  # 50 epochs x 12.6k images, mirrored
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augmentor.baselines import BASELINES, fill_all
-from augmentor.data import load_faces, split_by_identity
-from augmentor.evaluate import EvalSettings, Scorer
+from augmentor.evaluation.baselines import BASELINES, fill_all
+from augmentor.evaluation.evaluate import EvalSettings, Scorer
 from augmentor.hallucinator import Hallucinator
-from augmentor.train import load_run_config
+from augmentor.training.data import load_faces, split_by_identity
+from augmentor.training.loop import load_run_config
 
 COLUMNS = ("match", "ssim", "face_perceptual", "dlib_l2", "fid_face")
 

@@ -95,7 +95,7 @@ def run(
     """Hallucinate ``settings.copies`` backgrounds for every face of a listing; write images and the manifest.
 
     Args:
-        table: A :func:`pipelines.datasets.load_dataset` listing.
+        table: A :func:`augmentor.datasets.adapters.load_dataset` listing.
         settings: See :class:`RunSettings`.
         limit: Only the first ``limit`` rows (labels and file names still come from the whole listing).
         extra: More fields for ``run.json`` (the CLI records the dataset and root).

@@ -4,7 +4,7 @@
 column         type      meaning
 =============  ========  ===================================================================================
 image_id       string    the dataset's image id (unique within the dataset)
-identity       string    the identity, verbatim (file names use a sanitised form, see ``pipelines.paths``)
+identity       string    the identity, verbatim (file names use a sanitised form, see ``augmentor.datasets.paths``)
 label          int32     index of ``identity`` in the sorted list of the dataset's identities (stable)
 copy           int32     which hallucination of the image, 0 .. copies - 1
 source_path    string    the input file
@@ -38,7 +38,7 @@ MANIFEST_FILE = "manifest.parquet"
 PARTS_DIR = "manifest"
 PART_GLOB = "part-*.parquet"
 KEY = ("image_id", "copy")
-WEIGHTS_FILE = "model.safetensors"  # augmentor.checkpoint.MODEL_FILE, not imported to keep readers torch-free
+WEIGHTS_FILE = "model.safetensors"  # augmentor.training.checkpoints.MODEL_FILE, not imported to keep readers torch-free
 
 
 def _field(name: str, dtype: pa.DataType, description: str, nullable: bool = False) -> pa.Field:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 
+from augmentor.datasets.paths import output_stems
 from augmentor.precision import check_precision, resolve_precision
 from pipelines.manifest import MANIFEST_FILE, done_keys, identity_labels, model_id, part_paths
-from pipelines.paths import output_stems
 from pipelines.stages import EXTENSIONS, SIZE
 
 RUN_FILE = "run.json"
@@ -173,7 +173,7 @@ def check_model(model: Path, copies: int) -> dict[str, Any]:
         FileNotFoundError: not a checkpoint folder.
         ValueError: wrong resolution, or ``copies > 1`` with a deterministic model.
     """
-    from augmentor.checkpoint import read_config
+    from augmentor.training.checkpoints import read_config
 
     architecture = read_config(model)["architecture"]
     if int(architecture["resolutions"][-1]) != SIZE:

@@ -7,21 +7,24 @@ from pathlib import Path
 
 import click
 
-from augmentor.cli import dataset_options, load_listing
+from augmentor.options import (
+    batch_size_option,
+    dataset_options,
+    dry_run_option,
+    limit_option,
+    load_listing,
+    out_dir_option,
+    progress_option,
+    workers_option,
+)
 
 MAX_COPIES = 32  # pipelines.augment.MAX_COPIES
 PRECISIONS = ("auto", "fp32", "bf16")  # augmentor.precision.PRECISIONS
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command("run", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @dataset_options
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    metavar="DIR",
-    help="Output folder: images/, manifest.parquet, run.json. Rerun with the same folder to resume.",
-)
+@out_dir_option("Output folder: images/, manifest.parquet, run.json. Rerun with the same folder to resume.")
 @click.option(
     "--model",
     type=click.Path(file_okay=False, path_type=Path),
@@ -59,28 +62,12 @@ PRECISIONS = ("auto", "fp32", "bf16")  # augmentor.precision.PRECISIONS
     metavar="N",
     help="GPU actors for hallucination (one GPU each); 0 runs it on CPU actors. Default: every GPU of the cluster.",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
-    help="With GPUs: masking actors (default: the CPUs left). CPU only: hallucinating actors (default: one per "
-    "CPU), plus one masking actor per 4 of them.",
+@workers_option(
+    "With GPUs: masking actors (default: the CPUs left). CPU only: hallucinating actors (default: one per CPU), "
+    "plus one masking actor per 4 of them."
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="B",
-    help="Faces per forward pass and per manifest part. Default: 64 on GPU, 16 on CPU.",
-)
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
-    help="Only the first N images of the listing (sorted by identity, image id).",
-)
+@batch_size_option(None, "Faces per forward pass and per manifest part. Default: 64 on GPU, 16 on CPU.")
+@limit_option("Only the first N images of the listing (sorted by identity, image id).")
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
@@ -88,7 +75,7 @@ PRECISIONS = ("auto", "fp32", "bf16")  # augmentor.precision.PRECISIONS
     help="Inference precision of the cascade and the match score. auto: bf16 on GPUs and on CPUs with native bf16 "
     "(AVX512-BF16 or AMX), about 1.6x faster there and within a grey level or two of fp32; fp32 elsewhere.",
 )
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar with per-stage img/s.")
+@progress_option("Show a progress bar with per-stage img/s.")
 @click.option(
     "--preview",
     type=click.IntRange(min=0),
@@ -96,7 +83,7 @@ PRECISIONS = ("auto", "fp32", "bf16")  # augmentor.precision.PRECISIONS
     metavar="N",
     help="Write preview.png: N faces as original | masked | hallucinated copies (0: none).",
 )
-@click.option("-n", "--dry-run", is_flag=True, help="Print the resolved settings and the work left, then stop.")
+@dry_run_option("Print the resolved settings and the work left, then stop.")
 def run(
     dataset,
     root,

@@ -5,7 +5,7 @@ plain dict in a test. Each stage adds a ``<stage>_s`` column: its wall time spre
 ``pipelines.augment`` sums into per-stage throughput.
 
 Batch columns, from the listing on: ``image_id``, ``identity``, ``label``, ``path``, ``out_stem`` (see
-``pipelines.paths``), ``todo`` (bit ``k`` set = copy ``k`` still to make); then from :class:`MaskStage`:
+``augmentor.datasets.paths``), ``todo`` (bit ``k`` set = copy ``k`` still to make); then from :class:`MaskStage`:
 ``status``, ``reason``, ``mask_area``, ``aligned`` ``[B, 128, 128, 3]`` uint8, ``mask`` ``[B, 128, 128]`` uint8.
 :class:`Predictor` turns each row into one row per copy, with ``copy``, ``seed``, ``image`` and ``match_score``.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from augmentor.datasets.paths import image_path
 from pipelines.manifest import write_part
-from pipelines.paths import image_path
 
 SIZE = 128  # aligned crop side; the checkpoint must end at this resolution
 STAGING_DIR = ".staging"  # temporary image files, renamed into images/ when complete
@@ -111,10 +111,9 @@ class Predictor:
     ):
         import torch
 
+        from augmentor.evaluation.metrics import FaceDescriptor
         from augmentor.hallucinator import Hallucinator
-        from augmentor.metrics import FaceDescriptor
-        from augmentor.precision import resolve_precision
-        from augmentor.train import pick_device
+        from augmentor.precision import pick_device, resolve_precision
 
         if num_threads is not None:
             torch.set_num_threads(num_threads)
@@ -131,7 +130,7 @@ class Predictor:
         """dlib-ResNet descriptors ``[N, 128]`` of ``[N, S, S, 3]`` uint8 images, ``batch_size`` at a time."""
         import torch
 
-        from augmentor.metrics import to_tensor
+        from augmentor.evaluation.metrics import to_tensor
         from augmentor.precision import autocast
 
         with autocast(self.precision, self.hallucinator.device):
@@ -144,7 +143,7 @@ class Predictor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from augmentor.metrics import pearson
+        from augmentor.evaluation.metrics import pearson
 
         start = time.perf_counter()
         rows, ks = copies_of(batch["todo"], self.copies)

@@ -1,7 +1,7 @@
 """Recognition networks: a trunk, the paper's 256-D ``feat_extract`` embedding layer and a classifier head.
 
 Trunks: torchvision ResNet-50 / ResNet-18 (ImageNet normalisation, run at the crop's own 128 or 112 px) and our
-port of dlib's face ResNet (:class:`augmentor.identity.DlibResNet`, its 256-D pooled features; the crop is resized
+port of dlib's face ResNet (:class:`augmentor.identity.network.DlibResNet`, its 256-D pooled features; the crop is resized
 to 150 px inside the network). Heads: a plain softmax classifier (the paper) or ArcFace (additive angular margin).
 Checkpoints are ``model.safetensors`` + ``config.json``, and :func:`load_model` rebuilds the network from the JSON.
 """
@@ -29,7 +29,7 @@ FORMAT = "augmentor-recognition"
 FORMAT_VERSION = 1
 DLIB_INPUT = 150  # the dlib face ResNet's chip side
 # Where dlib's 150-px face chip (padding 0.25) lies in our eye-aligned crop, as an affine_grid theta in normalised
-# coordinates (so it holds at 128 and 112 px): the mean of `augmentor.identity.face_chip_transform` over 2,000
+# coordinates (so it holds at 128 and 112 px): the mean of `augmentor.identity.network.face_chip_transform` over 2,000
 # aligned CelebA faces (chip side = 0.573 of the crop, centred at x +0.016, y +0.101; per-face spread ~2.5 px).
 # The dlib net was trained on such tight chips; fed the whole crop, it sees a face half the size it expects.
 DLIB_CHIP_THETA = ((0.5731, 0.0, 0.0161), (0.0, 0.5731, 0.1009))
@@ -98,7 +98,7 @@ def _trunk(name: str) -> tuple[nn.Module, int]:
         net.fc = nn.Identity()
         return net, dim
     if name == "dlib-resnet":
-        from augmentor.identity import DlibResNet
+        from augmentor.identity.network import DlibResNet
 
         net = DlibResNet()
         net.fc = nn.Identity()  # its 128-D layer is replaced by feat_extract; an unused layer would break DDP
@@ -200,7 +200,7 @@ def load_init(net: RecognitionNet, init: str) -> str:
         if not path.is_file():
             raise FileNotFoundError(f"--init {path}: no such weights file (nothing is downloaded)")
     if name == "dlib-resnet" and (path is None or path.suffix == ".dat"):
-        from augmentor.identity import read_dlib_resnet
+        from augmentor.identity.network import read_dlib_resnet
 
         state = {k: torch.from_numpy(v.copy()) for k, v in read_dlib_resnet(path).items() if not k.startswith("fc.")}
     else:
@@ -224,14 +224,14 @@ def load_init(net: RecognitionNet, init: str) -> str:
 
 def save_model(net: RecognitionNet, directory: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` (``architecture`` + ``meta``) to ``directory``, atomically."""
-    from augmentor.checkpoint import write_checkpoint
+    from augmentor.training.checkpoints import write_checkpoint
 
     return write_checkpoint(net.state_dict(), to_dict(net.config), directory, FORMAT, FORMAT_VERSION, meta)
 
 
 def read_model_config(directory: str | Path) -> dict[str, Any]:
     """The ``config.json`` of a recognition checkpoint folder, checked for its format."""
-    from augmentor.checkpoint import read_checkpoint_config
+    from augmentor.training.checkpoints import read_checkpoint_config
 
     return read_checkpoint_config(directory, FORMAT, FORMAT_VERSION)
 
@@ -243,7 +243,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
         FileNotFoundError: a file is missing.
         ValueError: the files do not match each other.
     """
-    from augmentor.checkpoint import load_weights
+    from augmentor.training.checkpoints import load_weights
 
     config = read_model_config(directory)
     net = load_weights(RecognitionNet(from_dict(NetConfig, config["architecture"], "architecture")), directory)

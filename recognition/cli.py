@@ -10,6 +10,20 @@ from pathlib import Path
 
 import click
 
+from augmentor.options import (
+    batch_size_option,
+    config_options,
+    device_option,
+    dry_run_option,
+    limit_option,
+    next_run_dir,
+    out_dir_option,
+    out_root_option,
+    progress_option,
+    resume_option,
+    workers_option,
+)
+
 BACKBONES = ("resnet50", "resnet18", "dlib-resnet")  # recognition.backbone.BACKBONES; a test keeps them equal
 
 
@@ -46,23 +60,11 @@ def _yaml_value(value: object) -> str:
     help="A preprocess output folder/shard (real crops) or a pipeline manifest Parquet (hallucinated copies). "
     "Repeatable; identities are numbered over the union.",
 )
-@click.option(
-    "--out",
-    "out_root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs"),
-    metavar="DIR",
-    help="Parent folder of the numbered run folder.",
+@out_root_option
+@config_options(
+    "Fine-tuning config, e.g. configs/recognition/finetune.yaml. Default: built-in (paper-like ResNet-50).",
+    "Override a config value. Repeatable.",
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    metavar="YAML",
-    help="Fine-tuning config, e.g. configs/recognition/finetune.yaml. Default: built-in (paper-like ResNet-50).",
-)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value. Repeatable.")
 @click.option("--backbone", type=click.Choice(BACKBONES), default=None, help="The trunk. Default: config.")
 @click.option(
     "--init",
@@ -78,10 +80,10 @@ def _yaml_value(value: object) -> str:
     "--image-size", type=click.Choice(["128", "112"]), default=None, help="Input crop side in px. Default: config."
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=None, metavar="N", help="Maximum epochs.")
-@click.option("--batch-size", type=click.IntRange(min=2), default=None, metavar="N", help="Batch size per worker.")
+@batch_size_option(None, "Batch size per worker.", minimum=2)
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="Optimiser. Default: config.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR", help="Base lr.")
-@click.option("--device", default=None, metavar="DEVICE", help="auto, cpu, cuda, cuda:1 (single process).")
+@device_option(None, "auto, cpu, cuda, cuda:1 (single process).")
 @click.option(
     "--num-workers",
     type=click.IntRange(min=1),
@@ -91,16 +93,9 @@ def _yaml_value(value: object) -> str:
 )
 @click.option("--use-gpu/--no-use-gpu", default=None, help="Ray Train: one GPU per worker.")
 @click.option("--address", default=None, metavar="ADDR", help="Ray cluster to join (auto, ray://host:10001).")
-@click.option(
-    "--resume",
-    "resume_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    metavar="RUN_DIR",
-    help="Continue this run folder from its last finished epoch (its saved config wins).",
-)
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-@click.option("-n", "--dry-run", is_flag=True, help="Print the resolved config and data counts, then stop.")
+@resume_option
+@progress_option()
+@dry_run_option("Print the resolved config and data counts, then stop.")
 def finetune(
     manifests,
     out_root,
@@ -136,7 +131,6 @@ def finetune(
       augmentor finetune --manifest runs/casia --num-workers 8 --use-gpu --address auto
       augmentor finetune --resume runs/00007-resnet50-finetune
     """
-    from augmentor.cli import _next_run_dir
     from augmentor.config import ConfigError, load_config, to_dict
     from recognition.data import FaceData, ManifestError
     from recognition.finetune import FinetuneConfig, load_run_config, resolve_manifests
@@ -179,7 +173,7 @@ def finetune(
         if cfg.init not in ("none", "pretrained") and not Path(cfg.init).is_file():
             raise click.BadParameter(f"{cfg.init}: no such weights file (nothing is downloaded)", param_hint="--init")
         desc = f"{cfg.model.backbone}-{config_path.stem if config_path else 'default'}"
-        run_dir = _next_run_dir(out_root, desc)
+        run_dir = next_run_dir(out_root, desc)
     num_workers = num_workers or launch.get("num_workers") or 1
     use_gpu = bool(use_gpu if use_gpu is not None else launch.get("use_gpu", False))
     address = address or launch.get("address")
@@ -249,25 +243,11 @@ def finetune(
     help="--view dev: pairsDevTrain.txt, to choose the threshold on.",
 )
 @click.option("--metric", type=click.Choice(["pearson", "cosine"]), default="pearson", help="Pair score.")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    metavar="DIR",
-    help="Output folder: report.json, roc.png, and the aligned/ and features/ caches.",
-)
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
-    help="Quick run: only the first N matched and N mismatched pairs of each fold.",
-)
-@click.option("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda ...")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, metavar="N", help="Images per forward pass.")
-@click.option(
-    "--workers", type=click.IntRange(min=1), default=None, metavar="N", help="Alignment processes (default: all cores)."
-)
+@out_dir_option("Output folder: report.json, roc.png, and the aligned/ and features/ caches.")
+@limit_option("Quick run: only the first N matched and N mismatched pairs of each fold.")
+@device_option()
+@batch_size_option(64, "Images per forward pass.")
+@workers_option("Alignment processes (default: all cores).")
 @click.option("--flip/--no-flip", default=False, help="Add the features of the mirrored crop.")
 @click.option(
     "--masking-config",
@@ -276,7 +256,7 @@ def finetune(
     metavar="YAML",
     help="Alignment settings (configs/preprocess.yaml); use the ones the training crops were made with.",
 )
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@progress_option("Show progress bars.")
 def verify_lfw(
     model_specs,
     root,

@@ -3,7 +3,7 @@
 Two kinds of ``--manifest`` are read, told apart by their columns:
 
 * **real** (an ``augmentor preprocess`` output folder or one of its ``part-*.parquet`` shards): the ``aligned``
-  column holds the 128x128 aligned crop as PNG bytes (:mod:`augmentor.shards`).
+  column holds the 128x128 aligned crop as PNG bytes (:mod:`augmentor.preprocessing.shards`).
 * **hallucinated** (the Parquet manifest of ``augmentor run``, a file or a folder of Parquet files): one row per
   input image and copy, with ``output_path`` naming the hallucinated 128x128 image file. The columns read here are
   :data:`PIPELINE_COLUMNS` (+ ``copy``); ``pipelines/manifest.py`` owns the full schema (this module does not
@@ -26,11 +26,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
-from augmentor.shards import SHARD_GLOB, decode_png
+from augmentor.preprocessing.shards import SHARD_GLOB, decode_png
 
 log = logging.getLogger(__name__)
 
-SHARD_COLUMNS = ("image_id", "identity", "status", "aligned")  # augmentor.shards.SHARD_SCHEMA
+SHARD_COLUMNS = ("image_id", "identity", "status", "aligned")  # augmentor.preprocessing.shards.SHARD_SCHEMA
 PIPELINE_COLUMNS = ("image_id", "identity", "status", "output_path")  # pipelines/manifest.py MANIFEST_SCHEMA
 MANIFEST_FILE, PARTS_DIR = "manifest.parquet", "manifest"  # the pipeline's output layout (pipelines/manifest.py)
 REAL, HALLUCINATED = "real", "hallucinated"

@@ -118,7 +118,7 @@ class Finetuner:
         progress: bool = True,
         resume: bool = False,
     ):
-        from augmentor.train import pick_device
+        from augmentor.precision import pick_device
 
         self.cfg, self.run_dir, self.rank, self.world_size = cfg, Path(run_dir), rank, world_size
         self.device = device or pick_device(cfg.device)

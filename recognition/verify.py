@@ -1,6 +1,6 @@
 """LFW verification of recognition checkpoints: align, embed, score pairs, run the protocol, write a report and ROC.
 
-Alignment is the masking pipeline's (:class:`augmentor.faces.FaceMasker`, run through ``augmentor.preprocess`` so it
+Alignment is the masking pipeline's (:class:`augmentor.faces.FaceMasker`, run through ``augmentor.preprocessing.preprocess`` so it
 is parallel and cached in ``OUT/aligned/``) and the whole aligned crop is used, never the mask. An image the pipeline
 cannot align falls back to a centre crop and is counted in the report. Features are cached per model in
 ``OUT/features/``.
@@ -74,8 +74,8 @@ def align_images(
 ) -> AlignedImages:
     """Align ``root/name`` for every name (cached in ``cache_dir`` as preprocess shards); centre-crop the failures."""
     from augmentor.faces import FaceError, MaskingConfig, load_image
-    from augmentor.preprocess import preprocess
-    from augmentor.shards import decode_png, read_shards
+    from augmentor.preprocessing.preprocess import preprocess
+    from augmentor.preprocessing.shards import decode_png, read_shards
 
     masking = masking or MaskingConfig()
     listing = pd.DataFrame(
@@ -144,7 +144,7 @@ class DlibEmbedder:
     fingerprint = "dlib-v1"
 
     def __init__(self, device: torch.device):
-        from augmentor.identity import DlibResNet
+        from augmentor.identity.network import DlibResNet
 
         self.config: dict = {}
         self.net = DlibResNet.from_dat().eval().requires_grad_(False).to(device)
@@ -152,7 +152,7 @@ class DlibEmbedder:
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray, landmarks: list[np.ndarray | None], flip: bool) -> np.ndarray:
-        from augmentor.identity import face_chip_from_aligned
+        from augmentor.identity.network import face_chip_from_aligned
 
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().to(self.device) / 255.0
         chips = F.interpolate(x, size=(150, 150), mode="bilinear", align_corners=False, antialias=True)
@@ -291,7 +291,7 @@ def verify_lfw(
         FileNotFoundError: a pairs file, an image it names or a model file is missing.
         ValueError: a malformed pairs file, or one that does not fit the view.
     """
-    from augmentor.train import pick_device
+    from augmentor.precision import pick_device
 
     settings = settings or VerifySettings()
     root, out = Path(root), Path(out)

@@ -28,7 +28,7 @@ def face_shards(tmp_path_factory, lfw_images) -> Path:
     """The LFW fixtures preprocessed once: 10 faces of 10 identities."""
     import pandas as pd
 
-    from augmentor.preprocess import preprocess
+    from augmentor.preprocessing.preprocess import preprocess
 
     out = tmp_path_factory.mktemp("shards")
     listing = pd.DataFrame(
@@ -46,7 +46,7 @@ def face_shards(tmp_path_factory, lfw_images) -> Path:
 def tiny_config(face_shards):
     """configs/train/tiny.yaml on the fixture faces."""
     from augmentor.config import load_config
-    from augmentor.train import TrainConfig
+    from augmentor.training.loop import TrainConfig
 
     root = Path(__file__).resolve().parents[1]
     return load_config(

@@ -1,4 +1,4 @@
-"""Tests for :mod:`pipelines.datasets` on small temporary trees (no real data)."""
+"""Tests for :mod:`augmentor.datasets.adapters` on small temporary trees (no real data)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipelines import datasets
-from pipelines.datasets import DATASETS, DatasetError, as_arrow, list_datasets, load_dataset, load_dataset_arrow
+from augmentor.datasets import adapters as datasets
+from augmentor.datasets.adapters import (
+    DATASETS,
+    DatasetError,
+    as_arrow,
+    list_datasets,
+    load_dataset,
+    load_dataset_arrow,
+)
 
 
 def touch(path: Path) -> Path:
@@ -149,7 +156,7 @@ def test_celeba_with_and_without_header(tmp_path: Path, header: str | None) -> N
 
 
 def test_celeba_missing_files_skipped_with_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="pipelines.datasets"):
+    with caplog.at_level(logging.WARNING, logger="augmentor.datasets.adapters"):
         df = load_dataset("celeba", make_celeba(tmp_path, listed_missing=True))
     assert len(df) == 3
     assert "000004" not in df["image_id"].tolist()

@@ -10,10 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from augmentor.baselines import BASELINES, fill_all
 from augmentor.cli import main
-from augmentor.evaluate import EvalSettings, evaluate, select
-from augmentor.metrics import FaceDescriptor, ResNet50Features, feature_fid, pearson, ssim, to_tensor
+from augmentor.evaluation.baselines import BASELINES, fill_all
+from augmentor.evaluation.evaluate import EvalSettings, evaluate, select
+from augmentor.evaluation.metrics import FaceDescriptor, ResNet50Features, feature_fid, pearson, ssim, to_tensor
 from augmentor.resources import MissingModelFileError
 
 
@@ -98,8 +98,8 @@ def test_select_is_deterministic():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from augmentor.checkpoint import save_generator
     from augmentor.models import Cascade, CascadeConfig
+    from augmentor.training.checkpoints import save_generator
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint"
@@ -118,7 +118,7 @@ def lfw_tree(lfw_images, tmp_path):
 
 
 def test_evaluate_writes_every_report(lfw_tree, tiny_checkpoint, tmp_path, no_torch_hub):
-    from pipelines.datasets import load_dataset
+    from augmentor.datasets.adapters import load_dataset
 
     out = tmp_path / "eval"
     report = evaluate(load_dataset("lfw", lfw_tree), out, {"tiny": tiny_checkpoint}, EvalSettings(limit=5, workers=1))

@@ -8,10 +8,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from augmentor.checkpoint import INDEX_FILE, load_generator, read_state, save_generator
 from augmentor.cli import main
-from augmentor.export import export_generator
 from augmentor.models import Cascade, CascadeConfig
+from augmentor.training.checkpoints import INDEX_FILE, load_generator, read_state, save_generator
+from augmentor.training.export import export_generator
 from pipelines.manifest import model_id
 
 WIDTHS = {4: 8, 8: 8, 16: 8, 32: 8, 64: 4, 128: 4}

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from augmentor.checkpoint import save_generator
 from augmentor.hallucinator import Hallucinator
 from augmentor.models import Cascade, CascadeConfig
+from augmentor.training.checkpoints import save_generator
 
 TINY = {r: 4 for r in (4, 8, 16, 32, 64, 128)}
 

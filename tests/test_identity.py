@@ -1,4 +1,4 @@
-"""Tests for the pure-torch dlib face-recognition ResNet (augmentor.identity) against dlib itself."""
+"""Tests for the pure-torch dlib face-recognition ResNet (augmentor.identity.network) against dlib itself."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from augmentor.identity import (
+from augmentor.identity.network import (
     FEATURE_NAMES,
     DlibResNet,
     _add_prev,

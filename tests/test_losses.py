@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from augmentor.losses import (
+from augmentor.resources import MissingModelFileError
+from augmentor.training.losses import (
     CascadeLoss,
     FaceFeatures,
     LossConfig,
@@ -18,7 +19,6 @@ from augmentor.losses import (
     g_ssim,
     g_total_variation,
 )
-from augmentor.resources import MissingModelFileError
 
 
 def test_pixel_l1_known_value():
@@ -114,7 +114,7 @@ def test_zero_weights_skip_terms():
 
 
 def test_ssim_loss_matches_the_evaluation_metric_and_has_gradients():
-    from augmentor.metrics import ssim
+    from augmentor.evaluation.metrics import ssim
 
     torch.manual_seed(0)
     real = torch.rand(2, 3, 32, 32) * 2 - 1

@@ -18,15 +18,15 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from augmentor.checkpoint import load_generator
 from augmentor.cli import main
-from augmentor.data import DataConfig, load_faces
-from augmentor.identity import DlibResNet
-from augmentor.losses import CascadeLoss, FaceFeatures, LossConfig
-from augmentor.pack import PackConfig, build_pack
+from augmentor.identity.network import DlibResNet
+from augmentor.preprocessing.shards import decode_png, read_shards
 from augmentor.resources import MissingModelFileError
-from augmentor.shards import decode_png, read_shards
-from augmentor.train import Trainer
+from augmentor.training.checkpoints import load_generator
+from augmentor.training.data import DataConfig, load_faces
+from augmentor.training.loop import Trainer
+from augmentor.training.losses import CascadeLoss, FaceFeatures, LossConfig
+from augmentor.training.pack import PackConfig, build_pack
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "train" / "tiny.yaml"

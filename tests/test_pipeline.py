@@ -18,11 +18,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from augmentor.checkpoint import save_generator
 from augmentor.cli import main
+from augmentor.datasets.paths import hashed_name, image_path, is_verbatim, output_stems, safe_name
 from augmentor.models import Cascade, CascadeConfig
 from augmentor.precision import PRECISIONS
-from augmentor.shards import decode_png
+from augmentor.preprocessing.shards import decode_png
+from augmentor.training.checkpoints import save_generator
 from pipelines.manifest import (
     MANIFEST_FILE,
     MANIFEST_SCHEMA,
@@ -32,7 +33,6 @@ from pipelines.manifest import (
     read_manifest,
     write_part,
 )
-from pipelines.paths import hashed_name, image_path, is_verbatim, output_stems, safe_name
 from pipelines.plan import MAX_COPIES, check_run_file, plan_resources, plan_work
 from pipelines.stages import MaskStage, PredictAndWrite, Predictor, noise_seed, write_batch
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from augmentor import precision as P
-from augmentor.checkpoint import save_generator
 from augmentor.hallucinator import Hallucinator
 from augmentor.models import Cascade, CascadeConfig
+from augmentor.training.checkpoints import save_generator
 
 TINY = {r: 4 for r in (4, 8, 16, 32, 64, 128)}
 

@@ -16,10 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from augmentor.cli import DATASET_NAMES, main
+from augmentor.cli import main
 from augmentor.faces import MaskingConfig, Template
-from augmentor.preprocess import preprocess
-from augmentor.shards import SHARD_SCHEMA, decode_mask, decode_png, read_shards, shard_paths
+from augmentor.options import DATASET_NAMES
+from augmentor.preprocessing.preprocess import preprocess
+from augmentor.preprocessing.shards import SHARD_SCHEMA, decode_mask, decode_png, read_shards, shard_paths
 
 
 def _listing(paths: list[Path], extra: bool = False) -> pd.DataFrame:
@@ -105,7 +106,7 @@ def test_resume_after_sigkill(lfw_images, tmp_path):
     listing.to_parquet(listing_path)
     out = tmp_path / "out"
     script = (
-        "import pandas as pd, time; from augmentor.preprocess import preprocess; "
+        "import pandas as pd, time; from augmentor.preprocessing.preprocess import preprocess; "
         f"preprocess(pd.read_parquet({str(listing_path)!r}), {str(out)!r}, workers=1, shard_size=2, batch_size=1, "
         "progress=False)"
     )
@@ -138,7 +139,7 @@ def test_rejects_changed_settings_and_bad_listings(listing, tmp_path):
 
 
 def test_cli_dataset_names_match_registry():
-    from pipelines.datasets import list_datasets
+    from augmentor.datasets.adapters import list_datasets
 
     assert sorted(DATASET_NAMES) == list_datasets()
 

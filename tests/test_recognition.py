@@ -60,7 +60,7 @@ def _people(root: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def real_shards(tmp_path_factory, lfw_root) -> Path:
     """``augmentor preprocess`` output of the 20 face images (the "real" manifest)."""
-    from augmentor.preprocess import preprocess
+    from augmentor.preprocessing.preprocess import preprocess
 
     rel = [f"{n}/{n}_{k:04d}.jpg" for n in _people(lfw_root) for k in (1, 2)]
     listing = pd.DataFrame(
@@ -76,7 +76,7 @@ def real_shards(tmp_path_factory, lfw_root) -> Path:
 def fake_manifest(tmp_path_factory, real_shards) -> Path:
     """A pipeline manifest with one hallucinated copy per real image (noise outside the face mask), relative
     output paths, and one failed row."""
-    from augmentor.shards import decode_mask, decode_png, encode_png, read_shards
+    from augmentor.preprocessing.shards import decode_mask, decode_png, encode_png, read_shards
 
     out = tmp_path_factory.mktemp("aug")
     (out / "images").mkdir()
@@ -389,7 +389,7 @@ def test_checkpoint_round_trip(tmp_path):
 def test_init_weights(tmp_path):
     from torchvision.models import resnet18
 
-    from augmentor.identity import DlibResNet
+    from augmentor.identity.network import DlibResNet
 
     net = RecognitionNet(NetConfig(backbone="resnet18", num_classes=3))
     reference = resnet18(weights=None)

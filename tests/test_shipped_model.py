@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from augmentor.baselines import BASELINES, fill_all, mean_colour
+from augmentor.evaluation.baselines import BASELINES, fill_all, mean_colour
+from augmentor.evaluation.metrics import FaceDescriptor, face_perceptual, ssim, to_tensor
 from augmentor.hallucinator import DEFAULT_WEIGHTS, Hallucinator
-from augmentor.metrics import FaceDescriptor, face_perceptual, ssim, to_tensor
 from augmentor.samples import sample_paths
 
 

@@ -10,12 +10,12 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from augmentor.checkpoint import load_generator, read_config, save_generator
 from augmentor.cli import main
-from augmentor.data import load_faces, split_by_identity
 from augmentor.models import Cascade, CascadeConfig, input_pyramid
-from augmentor.schedule import progressive_stage
-from augmentor.train import Trainer, load_run_config, train
+from augmentor.training.checkpoints import load_generator, read_config, save_generator
+from augmentor.training.data import load_faces, split_by_identity
+from augmentor.training.loop import Trainer, load_run_config, train
+from augmentor.training.schedule import progressive_stage
 
 
 def _lines(run_dir):

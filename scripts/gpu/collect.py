@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import torch
 
-from augmentor.checkpoint import load_generator, save_generator
+from augmentor.training.checkpoints import load_generator, save_generator
 
 log = logging.getLogger("collect")
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from augmentor.baselines import BASELINES, fill_all
-from augmentor.metrics import (
+from augmentor.evaluation.baselines import BASELINES, fill_all
+from augmentor.evaluation.metrics import (
     DLIB_THRESHOLD,
     FaceDescriptor,
     ResNet50Features,
@@ -26,8 +26,8 @@ from augmentor.metrics import (
     ssim,
     to_tensor,
 )
-from augmentor.preprocess import preprocess
-from augmentor.shards import decode_mask, decode_png, read_shards
+from augmentor.preprocessing.preprocess import preprocess
+from augmentor.preprocessing.shards import decode_mask, decode_png, read_shards
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +155,9 @@ def evaluate(table: pd.DataFrame, out_dir: str | Path, models: dict[str, str | P
     """
     from tqdm import tqdm
 
+    from augmentor.evaluation.report import write_reports
     from augmentor.hallucinator import Hallucinator
-    from augmentor.report import write_reports
-    from augmentor.train import pick_device
+    from augmentor.precision import pick_device
 
     start = time.perf_counter()
     out_dir = Path(out_dir)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from augmentor.options import dry_run_option, out_dir_option
+
 
 @click.command("pack", context_settings={"show_default": True})
 @click.option(
@@ -17,13 +19,7 @@ import click
     metavar="DIR",
     help="Output folder of `augmentor preprocess`.",
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("pack"),
-    metavar="DIR",
-    help="Pack folder (git-ignored): faces.parquet, identity.safetensors, pack.json.",
-)
+@out_dir_option("Pack folder (git-ignored): faces.parquet, identity.safetensors, pack.json.", default=Path("pack"))
 @click.option(
     "--format",
     "image_format",
@@ -52,7 +48,7 @@ import click
     metavar="DAT",
     help="dlib_face_recognition_resnet_model_v1.dat to convert. Default: the face-recognition-models copy.",
 )
-@click.option("-n", "--dry-run", is_flag=True, help="Print the resolved settings, then stop.")
+@dry_run_option()
 def pack(
     data: Path,
     out: Path,
@@ -73,8 +69,8 @@ def pack(
       augmentor pack --data runs/celeba --out pack
       augmentor pack --data runs/celeba --out pack --format jpeg --quality 95
     """
-    from augmentor.pack import PackConfig, build_pack
     from augmentor.resources import MissingModelFileError
+    from augmentor.training.pack import PackConfig, build_pack
 
     config = PackConfig(
         image_format=image_format,

@@ -21,12 +21,22 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from augmentor.checkpoint import save_generator
 from augmentor.config import from_dict, to_dict
-from augmentor.data import DataConfig, FaceSet, batches, load_faces, mirror, split_by_identity, to_model_range, to_uint8
-from augmentor.losses import CascadeLoss, LossConfig
 from augmentor.models import Cascade, CascadeConfig, Discriminators, image_pyramid, input_pyramid
-from augmentor.schedule import progressive_stage
+from augmentor.precision import pick_device
+from augmentor.training.checkpoints import save_generator
+from augmentor.training.data import (
+    DataConfig,
+    FaceSet,
+    batches,
+    load_faces,
+    mirror,
+    split_by_identity,
+    to_model_range,
+    to_uint8,
+)
+from augmentor.training.losses import CascadeLoss, LossConfig
+from augmentor.training.schedule import progressive_stage
 from augmentor.visualize import cascade_grid, plot_loss_curves, save_png
 
 log = logging.getLogger(__name__)
@@ -62,12 +72,6 @@ class TrainConfig:
     # present, its resume/ discriminators). Optimisers, counters and the best validation loss start fresh.
     init_from: str | None = None
     val_batch_size: int = 32
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class Trainer:
@@ -229,7 +233,7 @@ class Trainer:
         (resume / ".state.pt.tmp").replace(resume / "state.pt")
 
     def load_resume(self) -> None:
-        from augmentor.checkpoint import load_generator
+        from augmentor.training.checkpoints import load_generator
 
         generator, _ = load_generator(self.run_dir / "last", self.device)
         self.generator.load_state_dict(generator.state_dict())
@@ -246,7 +250,7 @@ class Trainer:
 
     def load_init(self, source: Path) -> None:
         """Copy weights from ``source`` (see ``TrainConfig.init_from``); the architectures must match."""
-        from augmentor.checkpoint import load_weights
+        from augmentor.training.checkpoints import load_weights
 
         run = source if (source / "last").is_dir() else None
         generator_dir = source / "last" if run else source

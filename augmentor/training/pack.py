@@ -5,10 +5,10 @@ A pack folder holds what training needs and nothing else:
 
 - ``faces.parquet``: one row per usable face: ``image_id``, ``identity``, ``border_fraction``, ``mask_area``,
   ``padded_fraction`` (where the listing had it), ``aligned`` (the 128x128 crop as WebP or JPEG) and ``mask``
-  (a 1-bit PNG, 255 = face). The column names are the preprocess shards', so :func:`augmentor.data.load_faces`
+  (a 1-bit PNG, 255 = face). The column names are the preprocess shards', so :func:`augmentor.training.data.load_faces`
   reads either.
 - ``identity.safetensors``: the dlib face-recognition ResNet of the identity and face-perceptual losses, in fp16;
-  :meth:`augmentor.identity.DlibResNet.from_file` loads it as float32.
+  :meth:`augmentor.identity.network.DlibResNet.from_file` loads it as float32.
 - ``pack.json``: the settings, the file sizes and the measured compression error.
 
 Train on it with ``--data pack --set loss.identity_weights=pack/identity.safetensors`` (see docs/gpu-training.md).
@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from augmentor.data import fingerprint, usable_rows
-from augmentor.shards import PACK_FILE, decode_mask, decode_png, read_shards
+from augmentor.preprocessing.shards import PACK_FILE, decode_mask, decode_png, read_shards
+from augmentor.training.data import fingerprint, usable_rows
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def encode_image(array: np.ndarray, image_format: str, quality: int) -> bytes:
 
 
 def encode_mask(mask: np.ndarray) -> bytes:
-    """1-bit PNG of an ``[H, W]`` mask in {0, 1}; :func:`augmentor.shards.decode_mask` reads it back exactly."""
+    """1-bit PNG of an ``[H, W]`` mask in {0, 1}; :func:`augmentor.preprocessing.shards.decode_mask` reads it back exactly."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -100,7 +100,7 @@ def save_identity_weights(path: str | Path, dat: str | Path | None = None) -> Pa
     """
     from safetensors.torch import save_file
 
-    from augmentor.identity import MODEL_FILE, read_dlib_resnet
+    from augmentor.identity.network import MODEL_FILE, read_dlib_resnet
 
     state = {}
     for name, array in read_dlib_resnet(dat).items():

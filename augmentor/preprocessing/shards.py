@@ -18,7 +18,7 @@ mask_area          float32                     share of the crop inside the face
 border_fraction    float32                     share of the crop that lay outside the source image
 =================  ==========================  ======================================================
 
-An ``augmentor pack`` folder (:mod:`augmentor.pack`) holds the ``ok`` rows alone in one ``faces.parquet``, with the
+An ``augmentor pack`` folder (:mod:`augmentor.training.pack`) holds the ``ok`` rows alone in one ``faces.parquet``, with the
 crop as WebP or JPEG; :func:`read_faces` reads either layout.
 """
 

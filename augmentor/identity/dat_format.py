@@ -2,7 +2,7 @@
 
 This module only knows the handful of dlib types that appear in ``dlib_face_recognition_resnet_model_v1.dat``; it
 parses the nested ``add_loss_layer`` / ``add_layer`` / ``add_tag_layer`` / ``add_skip_layer`` structure into a flat
-list of layers ordered from the input to the output. It is private: use :func:`augmentor.identity.read_dlib_resnet`.
+list of layers ordered from the input to the output. It is private: use :func:`augmentor.identity.network.read_dlib_resnet`.
 
 Format notes (dlib/serialize.h, dlib/dnn/core.h, dlib/dnn/layers.h, dlib/cuda/tensor.h, checked on the real file):
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from augmentor.config import from_dict, to_dict
 from augmentor.faces import FaceMasker, MaskedFace, MaskingConfig
-from augmentor.shards import SHARD_SCHEMA, encode_png, shard_paths
+from augmentor.preprocessing.shards import SHARD_SCHEMA, encode_png, shard_paths
 
 log = logging.getLogger(__name__)
 

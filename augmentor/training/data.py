@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from augmentor.shards import decode_mask, decode_png, read_faces
+from augmentor.preprocessing.shards import decode_mask, decode_png, read_faces
 
 log = logging.getLogger(__name__)
 

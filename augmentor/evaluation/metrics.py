@@ -46,7 +46,7 @@ class FaceDescriptor(nn.Module):
     def __init__(self, weights: str | Path | None = None):
         """``weights``: dlib's ``.dat`` (None: the installed copy) or a pack's ``identity.safetensors``."""
         super().__init__()
-        from augmentor.identity import DlibResNet
+        from augmentor.identity.network import DlibResNet
 
         self.net = DlibResNet.from_file(weights).eval().requires_grad_(False)
 
@@ -137,7 +137,7 @@ def face_perceptual(maps_a: dict[str, torch.Tensor], maps_b: dict[str, torch.Ten
 
 def load_lpips(device: torch.device):
     """LPIPS (AlexNet) if torchvision's AlexNet weights are on disk."""
-    from augmentor.losses import LpipsDistance
+    from augmentor.training.losses import LpipsDistance
 
     try:
         module = LpipsDistance().to(device)

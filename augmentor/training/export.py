@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from augmentor.checkpoint import load_generator, save_generator
 from augmentor.models import input_pyramid
+from augmentor.training.checkpoints import load_generator, save_generator
 
 log = logging.getLogger(__name__)
 

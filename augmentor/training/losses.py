@@ -114,7 +114,7 @@ class FaceFeatures(nn.Module):
 
     def __init__(self, weights: str | Path | None = None, random: bool = False):
         super().__init__()
-        from augmentor.identity import DlibResNet
+        from augmentor.identity.network import DlibResNet
 
         self.net = DlibResNet() if random else DlibResNet.from_file(weights)
         self.requires_grad_(False).train(False)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augmentor._dlib_dat import DlibLayer, parse_dlib_net
+from augmentor.identity.dat_format import DlibLayer, parse_dlib_net
 from augmentor.resources import MissingModelFileError, dlib_model_path
 
 __all__ = [
