@@ -1,0 +1,44 @@
+"""Settings of the donor method: which faces may be donors, how they are matched, how their context is composed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Fields that change what the bank stores: a saved bank built with other values is rebuilt.
+BANK_FIELDS = ("ring_width", "max_border_fraction", "max_padded_fraction", "min_context_valid")
+
+
+@dataclass(frozen=True)
+class DonorConfig:
+    """Donor bank, search and composition settings. Tuned on CelebA validation identities, never on LFW."""
+
+    # What the bank holds (BANK_FIELDS).
+    ring_width: int = 5  # px inside the face mask whose colour describes a face's border
+    max_border_fraction: float = 0.3  # skip donors whose aligned crop lay more than this outside the photo
+    max_padded_fraction: float = 0.15  # skip donors from images padded by reflection beyond this (CelebA's column)
+    min_context_valid: float = 0.75  # skip donors whose context (outside the face mask) is less inside the photo
+
+    # Search: distance = sqrt(sum of the weighted group distances) + invalid_penalty * context share outside photo.
+    colour_weight: float = 1.0  # weight of the border-ring colour group
+    shape_weight: float = 1.0  # weight of the face-outline group (jaw and eyebrow landmarks)
+    pose_weight: float = 0.5  # weight of the yaw/pitch group
+    colour_scale: float = 8.0  # Lab units that count as one unit of distance
+    shape_scale: float = 3.0  # aligned px that count as one unit of distance
+    pose_scale: float = 0.05  # yaw/pitch proxy units that count as one unit of distance
+    invalid_penalty: float = 4.0  # distance added per unit share of the donor's context filled by reflection
+
+    # Composition.
+    refine: bool = True  # fit the donor's face outline to the target's with a similarity transform
+    max_refine_scale: float = 0.12  # largest relative scale change of that fit (else it is skipped)
+    max_refine_shift: float = 8.0  # largest shift of that fit, px
+    colour_near: float = 1.0  # share of the border colour shift applied at the seam
+    colour_far: float = 0.4  # share of it applied far from the seam
+    colour_decay: float = 10.0  # px over which the share falls from near to far
+    max_lightness_shift: float = 25.0  # clip of the L shift (Lab units)
+    max_chroma_shift: float = 12.0  # clip of the a and b shifts (Lab units)
+    seam_width: int = 5  # px of context around the target's face re-solved by Poisson blending
+    band_dilation: int = 2  # px the donor's own face region is grown by before it is hidden
+
+    def bank_key(self) -> dict:
+        """The settings a saved bank must share with this config to be reused."""
+        return {name: getattr(self, name) for name in BANK_FIELDS}
