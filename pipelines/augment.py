@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines.donor import DonorPredictAndWrite, DonorPredictor
 from pipelines.manifest import MANIFEST_FILE, PARTS_DIR, consolidate, remove_temporary
 from pipelines.plan import ResourcePlan, RunSettings, check_run_file, count_rows, plan_resources, prepare
 from pipelines.stages import STAGING_DIR, MaskStage, PredictAndWrite, Predictor, write_batch
@@ -115,6 +116,8 @@ def run(
         out=str(out), images=len(prepared.listing), copies=settings.copies, skipped=listing_rows - prepared.rows_todo
     )
     if len(todo):
+        if settings.method == "donor":
+            _build_bank(settings)
         start = time.perf_counter()
         started = _connect(settings)
         try:
@@ -150,6 +153,16 @@ def _check_complete(listing: pd.DataFrame, manifest: pd.DataFrame, copies: int) 
         raise RuntimeError(f"{missing} image x copy rows are missing from the manifest; rerun to complete it")
 
 
+def _build_bank(settings: RunSettings) -> None:
+    """Build and save the donor bank here, once, so that every actor only reads it."""
+    from augmentor.donors import DonorBank
+
+    bank = DonorBank.load(settings.donors)
+    if len(bank) <= settings.copies:
+        raise ValueError(f"--copies {settings.copies} needs more donors than the {len(bank)} of {settings.donors}")
+    log.info("donor bank %s: %d donors (%s)", bank.id, len(bank), "built" if bank.built else "reused")
+
+
 def _connect(settings: RunSettings) -> bool:
     """Connect to ``settings.address`` or start a quiet local Ray; False if Ray was already up (left running)."""
     import ray
@@ -170,6 +183,8 @@ def _plan(settings: RunSettings) -> ResourcePlan:
     resources = ray.cluster_resources()
     cpus, gpus = float(resources.get("CPU", 0)), int(resources.get("GPU", 0))
     num_gpus = gpus if settings.num_gpus is None else settings.num_gpus
+    if settings.method == "donor":
+        num_gpus = 0  # composition is numpy on the CPU; a GPU would only score
     if num_gpus > gpus:
         raise ValueError(f"--num-gpus {num_gpus}, but the Ray cluster has {gpus} GPU(s)")
     plan = plan_resources(cpus, num_gpus, settings.workers, settings.batch_size, settings.precision)  # auto: here
@@ -215,16 +230,20 @@ def _execute(todo: pd.DataFrame, summary: RunSummary, settings: RunSettings, wei
         )
         writer = {"out_dir": str(settings.out.resolve()), "image_format": settings.image_format, "model_id": weights_id}
         predictor = {
-            "model": str(settings.model.resolve()),
             "copies": settings.copies,
-            "seed": settings.seed,
             "device": plan.device,
             "batch_size": plan.batch_size,
             "num_threads": plan.torch_threads,
             "precision": plan.precision,
         }
+        if settings.method == "donor":
+            predictor["donors"] = str(settings.donors.resolve())
+            stages = (DonorPredictAndWrite, DonorPredictor)
+        else:
+            predictor.update(model=str(settings.model.resolve()), seed=settings.seed)
+            stages = (PredictAndWrite, Predictor)
         ds = ds.map_batches(
-            PredictAndWrite if plan.fused_write else Predictor,
+            stages[0] if plan.fused_write else stages[1],
             batch_size=plan.batch_size,
             batch_format="numpy",
             compute=ActorPoolStrategy(size=plan.predictor_actors),

@@ -11,10 +11,13 @@ source_path    string    the input file
 output_path    string    the hallucinated image, relative to the output folder; null unless status is ok
 status         string    ``ok`` / ``no_face`` / ``error``
 reason         string    ``code: detail`` when status is not ok (see docs/preprocess.md), else ""
-model_id       string    first 16 hex digits of the sha256 of the checkpoint's ``model.safetensors`` (or its shards)
+model_id       string    first 16 hex digits of the sha256 of the checkpoint's ``model.safetensors`` (or its shards);
+                         ``--method donor``: the donor bank's id (:meth:`augmentor.donors.DonorBank.identify`)
 seed           int64     seed of the image's noise inputs (only matters for checkpoints with noise channels)
 mask_area      float32   share of the 128x128 aligned crop inside the face hull; null unless status is ok
 match_score    float32   Pearson correlation of dlib-ResNet descriptors, hallucinated vs aligned original
+donor_image_id string    ``--method donor``: image id of the face whose context was used; null for the cascade
+donor_identity string    ``--method donor``: that donor's identity (never the target's); null for the cascade
 =============  ========  ===================================================================================
 
 The key is ``(image_id, copy)``. While a run is going, every written batch lands as ``manifest/part-*.parquet``;
@@ -59,6 +62,8 @@ MANIFEST_SCHEMA = pa.schema(
         _field("seed", pa.int64(), "seed of the noise inputs"),
         _field("mask_area", pa.float32(), "share of the aligned crop inside the face hull; null unless ok", True),
         _field("match_score", pa.float32(), "Pearson of face descriptors, output vs aligned; null unless ok", True),
+        _field("donor_image_id", pa.string(), "method donor: image id of the context's donor; null otherwise", True),
+        _field("donor_identity", pa.string(), "method donor: identity of the context's donor; null otherwise", True),
     ],
     metadata={"format": "augmentor-manifest", "version": "1"},
 )
@@ -105,7 +110,12 @@ def part_name(image_ids: Sequence[str], copies: Sequence[int]) -> str:
 
 
 def write_part(rows: dict[str, list], out_dir: str | os.PathLike[str]) -> Path:
-    """Write one batch of manifest rows (column lists, :data:`MANIFEST_SCHEMA` order) as a part file, atomically."""
+    """Write one batch of manifest rows (column lists, :data:`MANIFEST_SCHEMA` order) as a part file, atomically.
+
+    A nullable column left out (such as the donor columns of a cascade run) is null.
+    """
+    n = len(rows["image_id"])
+    rows = {**{f.name: [None] * n for f in MANIFEST_SCHEMA if f.nullable}, **rows}
     table = pa.Table.from_pydict(rows, schema=MANIFEST_SCHEMA)
     return write_atomic(table, Path(out_dir) / PARTS_DIR / part_name(rows["image_id"], rows["copy"]))
 

@@ -30,7 +30,7 @@ class RunSettings:
     """What ``augmentor run`` does; the CLI fills it from its options."""
 
     out: Path  # output folder (images/, manifest.parquet, run.json); rerun with it to resume
-    model: Path  # checkpoint folder (model.safetensors + config.json)
+    model: Path | None  # checkpoint folder (model.safetensors + config.json); None with method donor
     copies: int = 1  # hallucinations per face; > 1 needs a checkpoint with noise channels
     image_format: str = "png"  # png or jpeg
     seed: int = 0  # mixed into every image's noise seed
@@ -40,6 +40,8 @@ class RunSettings:
     address: str | None = None  # Ray cluster address (auto, ray://host:10001); None: start a local one
     progress: bool = True  # tqdm bar with per-stage rates
     precision: str = "auto"  # fp32, bf16, or auto: bf16 where the hallucinating device runs it natively
+    method: str = "cascade"  # cascade (the generator) or donor (context of real donor faces, CPU only)
+    donors: Path | None = None  # method donor: preprocess output folder of the donor faces, or its donor_bank/
 
 
 @dataclass
@@ -186,6 +188,22 @@ def check_model(model: Path, copies: int) -> dict[str, Any]:
     return architecture
 
 
+def _check_method(settings: RunSettings) -> dict[str, str]:
+    """What makes the images: ``model`` and ``model_id`` (the checkpoint's, or the donor bank's path and id)."""
+    if settings.method == "donor":
+        from augmentor.donors import DonorBank
+
+        if settings.donors is None:
+            raise ValueError("method donor needs a donor folder (--donors PATH)")
+        return {"model": str(settings.donors.resolve()), "model_id": DonorBank.identify(settings.donors)}
+    if settings.method != "cascade":
+        raise ValueError(f"method must be cascade or donor, got {settings.method!r}")
+    if settings.model is None:
+        raise ValueError("method cascade needs a checkpoint folder")
+    check_model(settings.model, settings.copies)
+    return {"model": str(settings.model.resolve()), "model_id": model_id(settings.model)}
+
+
 @dataclass
 class Prepared:
     """A resolved run: the listing with what is left to do, and the settings recorded in ``run.json``."""
@@ -222,11 +240,11 @@ def prepare(
     if settings.image_format not in EXTENSIONS:
         raise ValueError(f"format must be one of {sorted(EXTENSIONS)}, got {settings.image_format!r}")
     check_precision(settings.precision)
-    check_model(settings.model, settings.copies)
+    source = _check_method(settings)
     info = {
         **(extra or {}),
-        "model": str(settings.model.resolve()),
-        "model_id": model_id(settings.model),
+        "method": settings.method,
+        **source,
         "copies": settings.copies,
         "format": settings.image_format,
         "seed": settings.seed,

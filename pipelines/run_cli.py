@@ -20,6 +20,7 @@ from augmentor.options import (
 
 MAX_COPIES = 32  # pipelines.augment.MAX_COPIES
 PRECISIONS = ("auto", "fp32", "bf16")  # augmentor.precision.PRECISIONS
+METHODS = ("cascade", "donor")
 
 
 @click.command("run", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -34,11 +35,27 @@ PRECISIONS = ("auto", "fp32", "bf16")  # augmentor.precision.PRECISIONS
     "Default: the shipped model.",
 )
 @click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="cascade",
+    help="cascade: the generator paints the context. donor: each face takes the whole context of a real face of "
+    "another identity from --donors (K copies = the K nearest donors; CPU only). See docs/donors.md.",
+)
+@click.option(
+    "--donors",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="--method donor: an `augmentor preprocess` output folder of donor faces (its donor bank is built there "
+    "once, in donor_bank/), or that donor_bank/ folder.",
+)
+@click.option(
     "--copies",
     type=click.IntRange(1, MAX_COPIES),
     default=1,
     metavar="K",
-    help="Hallucinations per face; K > 1 needs a checkpoint with noise channels.",
+    help="Hallucinations per face; K > 1 needs a checkpoint with noise channels (cascade) or takes the K nearest "
+    "donors (donor).",
 )
 @click.option(
     "--format",
@@ -89,6 +106,8 @@ def run(
     root,
     out,
     model,
+    method,
+    donors,
     copies,
     image_format,
     seed,
@@ -117,6 +136,7 @@ def run(
       augmentor run --model runs/00003-cascade-cascade/checkpoint --out runs/aug-samples
       augmentor run --dataset lfw --root data/lfw/images --model CKPT --out runs/aug-lfw
       augmentor run --dataset casia --root data/casia --model CKPT --copies 4 --out runs/aug-casia
+      augmentor run --dataset lfw --root data/lfw/images --method donor --donors runs/pre-celeba --copies 3 --out OUT
       augmentor run --address auto --dataset celeba --root /shared/celeba --model CKPT --out /shared/aug
     """
     from augmentor.hallucinator import default_weights
@@ -125,7 +145,14 @@ def run(
     from pipelines.plan import RunSettings, prepare
 
     dataset, root, table = load_listing(dataset, root, identities, path_column, identity_column)
-    if model is None:
+    if method == "donor":
+        if donors is None:
+            raise click.BadParameter("--method donor needs --donors PATH", param_hint="--donors")
+        if model is not None:
+            raise click.BadParameter("--method donor uses no checkpoint; drop --model", param_hint="--model")
+    elif donors is not None:
+        raise click.BadParameter("--donors goes with --method donor", param_hint="--donors")
+    elif model is None:
         try:
             model = default_weights()
         except FileNotFoundError as exc:
@@ -144,6 +171,8 @@ def run(
         address=address,
         progress=progress,
         precision=precision,
+        method=method,
+        donors=donors,
     )
     extra = {"dataset": dataset, "root": str(Path(root).resolve())}
     try:
@@ -182,6 +211,7 @@ def _dry_run_report(prepared, settings) -> dict:
         import torch
 
         gpus = torch.cuda.device_count() if settings.num_gpus is None else settings.num_gpus
+        gpus = 0 if settings.method == "donor" else gpus
         try:
             plan = plan_resources(os.cpu_count() or 1, gpus, settings.workers, settings.batch_size, settings.precision)
             report["plan"] = plan.__dict__

@@ -6,8 +6,9 @@ plain dict in a test. Each stage adds a ``<stage>_s`` column: its wall time spre
 
 Batch columns, from the listing on: ``image_id``, ``identity``, ``label``, ``path``, ``out_stem`` (see
 ``augmentor.datasets.paths``), ``todo`` (bit ``k`` set = copy ``k`` still to make); then from :class:`MaskStage`:
-``status``, ``reason``, ``mask_area``, ``aligned`` ``[B, 128, 128, 3]`` uint8, ``mask`` ``[B, 128, 128]`` uint8.
-:class:`Predictor` turns each row into one row per copy, with ``copy``, ``seed``, ``image`` and ``match_score``.
+``status``, ``reason``, ``mask_area``, ``aligned`` ``[B, 128, 128, 3]`` uint8, ``mask`` ``[B, 128, 128]`` uint8,
+``landmarks`` ``[B, 68, 2]`` float32. :class:`Predictor` (or :class:`pipelines.donor.DonorPredictor`) turns each row
+into one row per copy, with ``copy``, ``seed``, ``image`` and ``match_score`` (and the donor's image id and identity).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class MaskStage:
         n = len(batch["path"])
         aligned = np.zeros((n, SIZE, SIZE, 3), np.uint8)
         mask = np.zeros((n, SIZE, SIZE), np.uint8)
+        landmarks = np.zeros((n, 68, 2), np.float32)  # for the donor method's search and fit
         status = np.empty(n, dtype=object)
         reason = np.empty(n, dtype=object)
         area = np.full(n, np.nan, np.float32)
@@ -68,6 +70,7 @@ class MaskStage:
             status[i], reason[i] = face.status.value, face.reason
             if face.ok:
                 aligned[i], mask[i], area[i] = face.aligned, face.mask, face.mask.mean()
+                landmarks[i] = face.landmarks
         seconds = time.perf_counter() - start
         return {
             **batch,
@@ -76,6 +79,7 @@ class MaskStage:
             "mask_area": area,
             "aligned": aligned,
             "mask": mask,
+            "landmarks": landmarks,
             "mask_s": np.full(n, seconds / max(n, 1)),
         }
 
@@ -223,6 +227,10 @@ def write_batch(batch: dict[str, np.ndarray], out_dir: str, image_format: str, m
     def optional(values: np.ndarray) -> list[float | None]:
         return [None if not flag or np.isnan(v) else float(v) for flag, v in zip(ok, values.tolist(), strict=True)]
 
+    def donor(name: str) -> list[str | None]:  # null for the cascade's rows and for failures
+        values = batch.get(name)
+        return [None] * n if values is None else [str(v) if flag else None for flag, v in zip(ok, values, strict=True)]
+
     write_part(
         {
             "image_id": [str(v) for v in batch["image_id"]],
@@ -237,6 +245,8 @@ def write_batch(batch: dict[str, np.ndarray], out_dir: str, image_format: str, m
             "seed": [int(v) for v in batch["seed"]],
             "mask_area": optional(np.asarray(batch["mask_area"], np.float64)),
             "match_score": optional(np.asarray(batch["match_score"], np.float64)),
+            "donor_image_id": donor("donor_image_id"),
+            "donor_identity": donor("donor_identity"),
         },
         out,
     )

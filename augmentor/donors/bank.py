@@ -161,6 +161,21 @@ class DonorBank:
                 log.warning("could not save the donor bank in %s (%s); it lives in memory only", bank_dir, exc)
         return cls(arrays, pixels, config, identifier, built=True)
 
+    @staticmethod
+    def identify(path: str | os.PathLike[str], config: DonorConfig | None = None) -> str:
+        """The id :meth:`load` would give the bank of ``path``, without building or reading it.
+
+        Raises:
+            FileNotFoundError: ``path`` holds neither shards nor a bank.
+        """
+        from augmentor.preprocessing.shards import shard_paths
+
+        shards_dir, _ = _locate(Path(path))
+        shards = shard_paths(shards_dir)
+        if not shards:
+            raise FileNotFoundError(f"the donor bank's shards are gone from {shards_dir}")
+        return bank_id(shards, config or DonorConfig())
+
     def _decode(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from augmentor.preprocessing.shards import decode_mask, decode_png
 
@@ -211,15 +226,21 @@ class DonorBank:
         if n == 0:
             return []
         indices, distances = self.search(aligned, masks, landmarks, identities, k)
-        results = []
-        for i in range(n):
-            row = []
-            for j, d in zip(indices[i].tolist(), distances[i].tolist(), strict=True):
-                image, mask, valid = self.donor(j)
-                out = compose(aligned[i], masks[i], landmarks[i], image, mask, self.landmarks[j], valid, self.config)
-                row.append(DonorResult(out, self.image_ids[j], str(self.identities[j]), float(d)))
-            results.append(row)
-        return results
+        return [
+            [
+                self.compose(aligned[i], masks[i], landmarks[i], j, d)
+                for j, d in zip(indices[i].tolist(), distances[i].tolist(), strict=True)
+            ]
+            for i in range(n)
+        ]
+
+    def compose(
+        self, aligned: np.ndarray, mask: np.ndarray, landmarks: np.ndarray, donor: int, distance: float = float("nan")
+    ) -> DonorResult:
+        """One target (``[128, 128, 3]``, ``[128, 128]``, ``[68, 2]``) in the context of donor number ``donor``."""
+        image, donor_mask, valid = self.donor(donor)
+        out = compose(aligned, mask, landmarks, image, donor_mask, self.landmarks[donor], valid, self.config)
+        return DonorResult(out, self.image_ids[donor], str(self.identities[donor]), float(distance))
 
 
 def _build(shards: list[Path], config: DonorConfig) -> tuple[dict[str, np.ndarray], list]:
