@@ -1,6 +1,6 @@
 """Recognition networks: a trunk, the paper's 256-D ``feat_extract`` embedding layer and a classifier head.
 
-Trunks: torchvision ResNet-50 / ResNet-18 (ImageNet normalisation, run at the crop's own 128 or 112 px) and our
+Trunks: torchvision ResNet-50 / ResNet-18 (ImageNet normalisation, run at the crop's own 128, 112, 96 or 64 px) and our
 port of dlib's face ResNet (:class:`augmentor.identity.network.DlibResNet`, its 256-D pooled features; the crop is resized
 to 150 px inside the network). Heads: a plain softmax classifier (the paper) or ArcFace (additive angular margin).
 Checkpoints are ``model.safetensors`` + ``config.json``, and :func:`load_model` rebuilds the network from the JSON.

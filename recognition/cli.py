@@ -77,7 +77,10 @@ def _yaml_value(value: object) -> str:
     "--loss", type=click.Choice(["softmax", "arcface"]), default=None, help="Softmax (the paper) or ArcFace margin."
 )
 @click.option(
-    "--image-size", type=click.Choice(["128", "112"]), default=None, help="Input crop side in px. Default: config."
+    "--image-size",
+    type=click.Choice(["128", "112", "96", "64"]),
+    default=None,
+    help="Input crop side in px (the aligned 128 px crop, resized). Default: config.",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=None, metavar="N", help="Maximum epochs.")
 @batch_size_option(None, "Batch size per worker.", minimum=2)
@@ -256,6 +259,23 @@ def finetune(
     metavar="YAML",
     help="Alignment settings (configs/preprocess.yaml); use the ones the training crops were made with.",
 )
+@click.option(
+    "--context",
+    "context_values",
+    multiple=True,
+    default=("original",),
+    metavar="original|masked|donor",
+    help="Score the pairs again with the second image of every pair re-contexted: masked (background, outside "
+    "the face mask, black) or donor (a real donor's context, needs --donors). Repeatable or comma-separated; "
+    "original is always scored.",
+)
+@click.option(
+    "--donors",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="--context donor: the donor bank (augmentor.donors.DonorBank), built from training faces, never LFW.",
+)
 @progress_option("Show progress bars.")
 def verify_lfw(
     model_specs,
@@ -271,12 +291,16 @@ def verify_lfw(
     workers,
     flip,
     masking_config,
+    context_values,
+    donors,
     progress,
 ) -> None:
     """LFW verification: accuracy (mean ± std over folds) and TPR at FPR 0.01 / 0.001, pooled and per fold.
 
-    Each image is aligned with the masking pipeline (no mask: the whole aligned crop); an image that cannot be
-    aligned is centre-cropped and counted in the report. Writes report.json and roc.png to --out.
+    Each image is aligned with the masking pipeline (the whole aligned crop is scored); an image that cannot be
+    aligned is centre-cropped and counted in the report. --context scores the same pairs again with the second
+    image of each pair re-contexted (its background blacked out, or a donor's). Writes report.json, roc.png and
+    roc-<context>.png to --out.
 
     \b
     Examples:
@@ -285,11 +309,21 @@ def verify_lfw(
           --root data/lfw/images --pairs data/lfw/pairs.txt --out runs/lfw-table2
       augmentor verify-lfw --model runs/00007-resnet50-finetune --view dev --pairs data/lfw/pairsDevTest.txt \\
           --train-pairs data/lfw/pairsDevTrain.txt --root data/lfw/images --out runs/lfw-dev
+      augmentor verify-lfw --model dlib --context masked,donor --donors runs/donors \
+          --root data/lfw/images --pairs data/lfw/pairs.txt --out runs/lfw-contexts
     """
     from augmentor.config import ConfigError, load_config
     from augmentor.faces import MaskingConfig
+    from recognition.contexts import DONOR, ContextError, parse_contexts
     from recognition.verify import VerifySettings
     from recognition.verify import verify_lfw as run_verify
+
+    try:
+        contexts = parse_contexts(context_values)
+    except ContextError as exc:
+        raise click.BadParameter(str(exc), param_hint="--context") from exc
+    if DONOR in contexts and donors is None:
+        raise click.BadParameter("--context donor needs --donors PATH", param_hint="--donors")
 
     models = dict(_model_label(spec) for spec in model_specs)
     if len(models) != len(model_specs):
@@ -308,6 +342,8 @@ def verify_lfw(
         workers=workers,
         flip=flip,
         progress=progress,
+        contexts=contexts,
+        donors=str(donors) if donors else None,
     )
     try:
         report = run_verify(models, root, pairs_path, out, settings, masking)
@@ -318,15 +354,23 @@ def verify_lfw(
         f"{report['num_pairs']} pairs, {report['num_images']} images "
         f"({align['centre_crop_fallback']} centre-cropped: alignment failed)"
     )
-    for name, entry in report["models"].items():
-        tpr = entry["tpr_pooled"]
-        fold = entry["tpr_fold_mean"]
-        click.echo(
-            f"{name}: accuracy {entry['accuracy_mean']:.4f} ± {entry['accuracy_std']:.4f}; "
-            f"TPR@FPR=0.01 {tpr['0.01']:.4f} pooled / {fold['0.01']:.4f} fold mean; "
-            f"TPR@FPR=0.001 {tpr['0.001']:.4f} pooled / {fold['0.001']:.4f} fold mean; AUC {entry['auc']:.4f}"
-        )
-    click.echo(f"wrote {out / 'report.json'} and {out / 'roc.png'}")
+    for context, info in report["contexts"].items():
+        if context != "original":
+            click.echo(f"context {context}: {info['recontexted']} of {info['images']} second images re-contexted")
+    click.echo(
+        "| model | context | accuracy (mean ± std) | TPR@FPR=0.01 pooled / fold mean "
+        "| TPR@FPR=0.001 pooled / fold mean | AUC |"
+    )
+    click.echo("|---|---|---:|---:|---:|---:|")
+    for name, model in report["models"].items():
+        for context, entry in {"original": model, **model["contexts"]}.items():
+            tpr, fold = entry["tpr_pooled"], entry["tpr_fold_mean"]
+            click.echo(
+                f"| {name} | {context} | {entry['accuracy_mean']:.4f} ± {entry['accuracy_std']:.4f} "
+                f"| {tpr['0.01']:.4f} / {fold['0.01']:.4f} | {tpr['0.001']:.4f} / {fold['0.001']:.4f} "
+                f"| {entry['auc']:.4f} |"
+            )
+    click.echo(f"wrote {out / 'report.json'} and the ROC plots {out / 'roc*.png'}")
 
 
 @click.command("compare", context_settings={"show_default": True})
@@ -339,22 +383,47 @@ def verify_lfw(
     metavar="PATH",
     help="Also write the verdict numbers as JSON.",
 )
-def compare(runs, json_path) -> None:
-    """Table 2 of the paper from verify-lfw reports, and whether each difference beats the fold-to-fold noise.
+@click.option(
+    "--arm",
+    "arm_specs",
+    multiple=True,
+    metavar="NAME=MODEL[,MODEL...]",
+    help="Group models (report labels) into an arm: runs of one training set with different seeds. Repeatable. "
+    "Default: labels GROUP/ARM-sSEED are grouped by GROUP/ARM.",
+)
+@click.option(
+    "--baseline",
+    default="real",
+    metavar="ARM",
+    help="Arm mode: the arm each other arm of its group is tested against (else the group's first arm).",
+)
+def compare(runs, json_path, arm_specs, baseline) -> None:
+    """Table 2 of the paper from verify-lfw reports, and whether each difference beats the noise.
 
-    Each RUN is a verify-lfw --out folder (or its report.json); a report with several models adds them all. The
-    first model is the baseline; the others are compared with it fold by fold (paired t test and sign test).
+    Each RUN is a verify-lfw --out folder (or its report.json); a report with several models adds them all, and
+    a report made with --context adds a table per context. By model: the first model is the baseline and the
+    others are compared with it fold by fold (paired t test and sign test). By arm (labels named ARM-sSEED, e.g.
+    pretrained/real-s0, or --arm): each arm is summarised as mean ± std over its seeds and over folds, and tested
+    against the baseline arm over seeds (paired by seed when the seeds match, else Welch): gain, loss, or inside
+    the noise; under each context, its drop from the original is tested too.
 
     \b
     Examples:
-      augmentor compare real=runs/lfw-real aug=runs/lfw-aug
+      augmentor compare real=runs/lfw-table2
       augmentor compare runs/lfw-table2 --json runs/lfw-table2/compare.json
+      augmentor compare runs/grid/verify          # models named pretrained/real-s0, pretrained/cascade-s0 ...
+      augmentor compare runs/lfw --arm real=a0,a1,a2 --arm hal=b0,b1,b2 --baseline real
     """
+    from recognition.arms import compare_arms, uses_arms
     from recognition.compare import compare as run_compare
     from recognition.compare import read_runs
 
     try:
-        text, tests = run_compare(read_runs(list(runs)))
+        rows = read_runs(list(runs))
+        if uses_arms(rows, list(arm_specs)):
+            text, tests = compare_arms(rows, list(arm_specs), baseline)
+        else:
+            text, tests = run_compare(rows)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(text)

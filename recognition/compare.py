@@ -2,7 +2,10 @@
 
 Every model is compared with the first (the baseline) on the *same* pairs, fold by fold: the paired per-fold
 differences give a mean ± standard deviation, a paired t statistic and an exact two-sided sign test. A difference is
-called larger than the noise when both tests give p < 0.05.
+called larger than the noise when both tests give p < 0.05. Reports made with ``verify-lfw --context`` add a table
+per context, each compared with the baseline under the same context.
+
+Runs of several seeds (labels ``ARM-sSEED``, or ``--arm``) are compared over seeds instead: :mod:`recognition.arms`.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ class Row:
     entry: dict  # the report's models[name]
     pairs: str  # pairs file, for the comparability check
     num_pairs: int
+    context: str = "original"  # verify-lfw --context: the second image of every pair re-contexted
 
 
 def read_runs(specs: list[str]) -> list[Row]:
-    """``[NAME=]PATH`` specs (a verify-lfw output folder or its report.json) -> one row per model in each report.
+    """``[NAME=]PATH`` specs (a verify-lfw output folder or its report.json) -> one row per model and context in
+    each report (the original context first).
 
     Raises:
         FileNotFoundError: no report at a path.
@@ -47,7 +52,10 @@ def read_runs(specs: list[str]) -> list[Row]:
         models = report.get("models", {})
         for model, entry in models.items():
             label = model if not name else (name if len(models) == 1 else f"{name}/{model}")
-            rows.append(Row(label, entry, Path(report.get("pairs", "")).name, int(report.get("num_pairs", 0))))
+            pairs, num_pairs = Path(report.get("pairs", "")).name, int(report.get("num_pairs", 0))
+            rows.append(Row(label, entry, pairs, num_pairs))
+            for context, result in (entry.get("contexts") or {}).items():
+                rows.append(Row(label, {**entry, **result}, pairs, num_pairs, context))
     return rows
 
 
@@ -119,10 +127,27 @@ def compare(rows: list[Row]) -> tuple[str, dict]:
     Raises:
         ValueError: fewer than two models, or reports made on different pairs.
     """
+    contexts = list(dict.fromkeys(r.context for r in rows))
+    tests: dict[str, dict] = {}
+    text: list[str] = []
+    for context in contexts:
+        in_context = [r for r in rows if r.context == context]
+        if len(contexts) > 1:
+            text += [f"**Context: {context}**", ""]
+        text += _compare_context(in_context, tests, "" if context == "original" else f" [{context}]")
+    text.append(
+        f"Verdict rule: larger than the noise when the paired t test and the sign test both give p < {ALPHA}. "
+        "Pooled TPR comes from one ROC over all pairs; the per-fold TPR (300 mismatched pairs per fold on View 2) "
+        "allows at most 3 false accepts at FPR=0.01, so it is noisier."
+    )
+    return "\n".join(text), tests
+
+
+def _compare_context(rows: list[Row], tests: dict[str, dict], suffix: str) -> list[str]:
+    """The table and the fold-paired verdicts of the models of one context (the first is the baseline)."""
     if len(rows) < 2:
         raise ValueError(f"need at least two models to compare, got {len(rows)}")
     base = rows[0]
-    tests: dict[str, dict] = {}
     text = [table(rows), ""]
     for row in rows[1:]:
         if (row.pairs, row.num_pairs) != (base.pairs, base.num_pairs) or row.entry["num_folds"] != base.entry[
@@ -134,7 +159,7 @@ def compare(rows: list[Row]) -> tuple[str, dict]:
             )
         accuracy = paired_test(base.entry["fold_accuracy"], row.entry["fold_accuracy"])
         tpr = paired_test(base.entry["fold_tpr"]["0.01"], row.entry["fold_tpr"]["0.01"])
-        tests[row.label] = {"accuracy": accuracy, "tpr_at_fpr_0.01": tpr}
+        tests[row.label + suffix] = {"accuracy": accuracy, "tpr_at_fpr_0.01": tpr}
         text.append(f"**{row.label} vs {base.label}** (paired by fold, {row.label} minus {base.label}):")
         text.append("")
         text.append(f"- {_verdict_line('accuracy', accuracy)}")
@@ -142,9 +167,4 @@ def compare(rows: list[Row]) -> tuple[str, dict]:
         if accuracy["folds"] < 6:
             text.append(f"- only {accuracy['folds']} folds: the sign test cannot reach p < {ALPHA}")
         text.append("")
-    text.append(
-        f"Verdict rule: larger than the noise when the paired t test and the sign test both give p < {ALPHA}. "
-        "Pooled TPR comes from one ROC over all pairs; the per-fold TPR (300 mismatched pairs per fold on View 2) "
-        "allows at most 3 false accepts at FPR=0.01, so it is noisier."
-    )
-    return "\n".join(text), tests
+    return text

@@ -44,7 +44,7 @@ class ManifestError(ValueError):
 class DataConfig:
     """Which rows are used and how crops are fed to the network."""
 
-    image_size: int = 128  # 128 or 112 px; the aligned 128 crop is resized (area), never cropped, to keep context
+    image_size: int = 128  # 128, 112, 96 or 64 px; the aligned 128 crop is resized (area), never cropped (context)
     mirror: bool = True  # random horizontal flips in training
     val_fraction: float = 0.1  # share of source images held out for validation (and the plateau stop)
     loader_workers: int = 2  # DataLoader processes that decode PNG/JPEG; 0 decodes in the training process

@@ -1,9 +1,11 @@
 """LFW verification of recognition checkpoints: align, embed, score pairs, run the protocol, write a report and ROC.
 
 Alignment is the masking pipeline's (:class:`augmentor.faces.FaceMasker`, run through ``augmentor.preprocessing.preprocess`` so it
-is parallel and cached in ``OUT/aligned/``) and the whole aligned crop is used, never the mask. An image the pipeline
-cannot align falls back to a centre crop and is counted in the report. Features are cached per model in
-``OUT/features/``.
+is parallel and cached in ``OUT/aligned/``) and the whole aligned crop is used. An image the pipeline cannot align
+falls back to a centre crop and is counted in the report. Features are cached per model in ``OUT/features/``.
+
+With ``contexts`` other than ``original`` (:mod:`recognition.contexts`), the same pairs are scored again with the
+second image of every pair re-contexted (background blacked out by the face mask, or a donor's context).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from recognition import lfw
+from recognition.contexts import DONOR, ORIGINAL, ContextImages, load_donor_bank, make_context, path_fingerprint
 from recognition.data import resize_crop
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,8 @@ class VerifySettings:
     flip: bool = False  # add the features of the mirrored crop
     fallback_fraction: float = 0.81  # centre crop side / image side for unaligned images (the template's LFW view)
     progress: bool = True
+    contexts: tuple[str, ...] = (ORIGINAL,)  # recognition.contexts.CONTEXTS; original is always scored
+    donors: str | None = None  # the donor bank, for the donor context
 
 
 @dataclass
@@ -55,6 +60,7 @@ class AlignedImages:
     images: np.ndarray  # [N, 128, 128, 3] uint8
     landmarks: list[np.ndarray | None]  # [68, 2] aligned landmarks, None for a centre-crop fallback
     fallbacks: dict[str, str] = field(default_factory=dict)  # name -> why alignment failed
+    masks: np.ndarray | None = None  # [N, 128, 128] uint8 face masks (1 = face, 0 = background; 0 for fallbacks)
 
     def index(self, names: tuple[str, ...]) -> np.ndarray:
         where = {n: i for i, n in enumerate(self.names)}
@@ -82,10 +88,13 @@ def align_images(
         {"image_id": names, "identity": [n.split("/")[0] for n in names], "path": [str(root / n) for n in names]}
     )
     preprocess(listing, cache_dir, masking=masking, workers=settings.workers, progress=settings.progress)
-    table = read_shards(cache_dir, columns=["image_id", "source_path", "status", "reason", "aligned", "landmarks"])
-    rows = {r["image_id"]: r for r in table.to_pylist()}
+    from augmentor.preprocessing.shards import decode_mask
+
+    columns = ["image_id", "source_path", "status", "reason", "aligned", "mask", "landmarks"]
+    rows = {r["image_id"]: r for r in read_shards(cache_dir, columns=columns).to_pylist()}
     size = masking.template.size
     images = np.zeros((len(names), size, size, 3), np.uint8)
+    masks = np.zeros((len(names), size, size), np.uint8)
     landmarks: list[np.ndarray | None] = []
     fallbacks: dict[str, str] = {}
     for i, name in enumerate(names):
@@ -94,6 +103,7 @@ def align_images(
             raise ValueError(f"{cache_dir} caches {row['source_path']} for {name}, not {root / name}: use a new --out")
         if row["status"] == "ok":
             images[i] = decode_png(row["aligned"])
+            masks[i] = decode_mask(row["mask"])
             landmarks.append(np.asarray(row["landmarks"], np.float32).reshape(68, 2))
             continue
         try:
@@ -104,7 +114,7 @@ def align_images(
         fallbacks[name] = row["reason"]
     if fallbacks:
         log.warning("%d of %d images could not be aligned and use a centre crop", len(fallbacks), len(names))
-    return AlignedImages(names, images, landmarks, fallbacks)
+    return AlignedImages(names, images, landmarks, fallbacks, masks)
 
 
 # --------------------------------------------------------------------------------------------------- embedders
@@ -176,10 +186,17 @@ def load_embedder(spec: str | Path, device: torch.device) -> CheckpointEmbedder 
     return CheckpointEmbedder(path, device)
 
 
-def embed_all(embedder, aligned: AlignedImages, settings: VerifySettings, cache: Path) -> np.ndarray:
-    """``[N, D]`` features of every aligned image, from ``cache`` when it was made by the same model and inputs."""
+def embed_all(
+    embedder, aligned: AlignedImages, settings: VerifySettings, cache: Path, context_key: str = ""
+) -> np.ndarray:
+    """``[N, D]`` features of every aligned image, from ``cache`` when it was made by the same model and inputs.
+
+    ``context_key`` identifies re-contexted images (:class:`recognition.contexts.ContextImages.key`).
+    """
     key = hashlib.sha1(
-        json.dumps([embedder.fingerprint, settings.flip, aligned.names, sorted(aligned.fallbacks)]).encode()
+        json.dumps(
+            [embedder.fingerprint, settings.flip, aligned.names, sorted(aligned.fallbacks), context_key]
+        ).encode()
     ).hexdigest()
     if cache.is_file():
         with np.load(cache) as stored:
@@ -213,12 +230,23 @@ def _check_view(pairs: lfw.Pairs, view: str) -> None:
 
 
 def run_protocol(
-    features: np.ndarray, aligned: AlignedImages, pairs: lfw.Pairs, train: lfw.Pairs | None, settings: VerifySettings
+    features: np.ndarray,
+    aligned: AlignedImages,
+    pairs: lfw.Pairs,
+    train: lfw.Pairs | None,
+    settings: VerifySettings,
+    right_features: np.ndarray | None = None,
 ) -> tuple[lfw.Verification, np.ndarray]:
-    """The protocol's result and the test pairs' scores."""
+    """The protocol's result and the test pairs' scores.
+
+    ``right_features`` (``[N, D]``, rows in ``aligned.names`` order) score the second image of every pair instead
+    of ``features``: the re-contexted images of ``--context``.
+    """
+    both = features if right_features is None else np.concatenate([features, right_features])
+    offset = 0 if right_features is None else len(features)
 
     def scores_of(p: lfw.Pairs) -> np.ndarray:
-        return lfw.pair_scores(features, aligned.index(p.left), aligned.index(p.right), settings.metric)
+        return lfw.pair_scores(both, aligned.index(p.left), aligned.index(p.right) + offset, settings.metric)
 
     scores = scores_of(pairs)
     if settings.view == "view2":
@@ -233,7 +261,9 @@ def run_protocol(
     return result, scores
 
 
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, lfw.Verification]], path: Path) -> Path:
+def plot_roc(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, lfw.Verification]], path: Path, title: str = "LFW verification ROC"
+) -> Path:
     """Pooled ROC curves of several models on one log-FPR plot."""
     import matplotlib
 
@@ -252,7 +282,7 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, lfw.Verification]],
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("false positive rate (pooled over all pairs)")
     ax.set_ylabel("true positive rate")
-    ax.set_title("LFW verification ROC")
+    ax.set_title(title)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -260,6 +290,43 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, lfw.Verification]],
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def _make_contexts(
+    aligned: AlignedImages, names: list[str], settings: VerifySettings, out: Path, bank
+) -> dict[str, ContextImages]:
+    """The re-contexted crops of ``names`` (the pairs' second images) for every context but ``original``."""
+    index = aligned.index(tuple(names))
+    landmarks = [aligned.landmarks[i] for i in index]
+    contexts = {}
+    for context in settings.contexts:
+        if context == ORIGINAL:
+            continue
+        fingerprint = ""
+        if context == DONOR:  # the bank's own id where it has one (it names its shards and settings)
+            fingerprint = str(getattr(bank, "id", "") or path_fingerprint(settings.donors))
+        contexts[context] = make_context(
+            context,
+            names,
+            aligned.images[index],
+            aligned.masks[index],
+            landmarks,
+            out / "contexts" / f"{context}.npz",
+            bank=bank,
+            bank_fingerprint=fingerprint,
+        )
+    return contexts
+
+
+def _log_result(name: str, context: str, result: lfw.Verification) -> None:
+    log.info(
+        "%s [%s]: accuracy %.4f +- %.4f, TPR@FPR=0.01 %.4f (pooled)",
+        name,
+        context,
+        result.accuracy_mean,
+        result.accuracy_std,
+        result.tpr_pooled["0.01"],
+    )
 
 
 def _slug(name: str) -> str:
@@ -274,7 +341,7 @@ def verify_lfw(
     settings: VerifySettings | None = None,
     masking=None,
 ) -> dict:
-    """Run the LFW protocol for every model and write ``report.json`` and ``roc.png`` to ``out``.
+    """Run the LFW protocol for every model (and context) and write ``report.json`` and the ROC plots to ``out``.
 
     Args:
         models: ``{label: checkpoint folder or "dlib"}``.
@@ -285,11 +352,14 @@ def verify_lfw(
         masking: :class:`augmentor.faces.MaskingConfig` of the alignment (default: the built-in one).
 
     Returns:
-        The report (also in ``out/report.json``).
+        The report (also in ``out/report.json``). ``models[name]`` holds the ``original`` context's numbers and,
+        under ``contexts``, those of every other context; ``roc.png`` is the original context, ``roc-<context>.png``
+        the others.
 
     Raises:
         FileNotFoundError: a pairs file, an image it names or a model file is missing.
-        ValueError: a malformed pairs file, or one that does not fit the view.
+        ValueError: a malformed pairs file, one that does not fit the view, or a context that cannot be made
+            (:class:`recognition.contexts.ContextError`).
     """
     from augmentor.precision import pick_device
 
@@ -307,6 +377,7 @@ def verify_lfw(
     if settings.limit:
         pairs = pairs.limit(settings.limit)
         train = train.limit(settings.limit) if train is not None else None
+    bank = load_donor_bank(settings.donors) if DONOR in settings.contexts else None  # fail before aligning
     names = sorted(set(pairs.images()) | set(train.images() if train is not None else []))
     missing = [n for n in names if not (root / n).is_file()]
     if missing:
@@ -331,27 +402,40 @@ def verify_lfw(
         "tpr_note": "tpr_pooled: one ROC over all test pairs; tpr_fold_mean/std: one ROC per fold, then mean/std",
         "models": {},
     }
-    curves = {}
+    right_names = sorted(set(pairs.right) | set(train.right if train is not None else ()))
+    contexts = _make_contexts(aligned, right_names, settings, out, bank)
+    report["contexts"] = {ORIGINAL: {"images": len(right_names), "recontexted": 0}} | {
+        c: images.summary() for c, images in contexts.items()
+    }
+    curves: dict[str, dict] = {c: {} for c in (ORIGINAL, *contexts)}
     for name, spec in models.items():
         embedder = load_embedder(spec, device)
         features = embed_all(embedder, aligned, settings, out / "features" / f"{_slug(name)}.npz")
         result, scores = run_protocol(features, aligned, pairs, train, settings)
-        curves[name] = (scores, pairs.same, result)
+        curves[ORIGINAL][name] = (scores, pairs.same, result)
         report["models"][name] = {
             "model": str(spec),
             "feature_dim": int(features.shape[1]),
             "training": {k: embedder.config.get(k) for k in ("data", "epochs_trained", "best_val_loss", "init")},
             "architecture": embedder.config.get("architecture"),
             **dataclasses.asdict(result),
+            "contexts": {},
         }
-        log.info(
-            "%s: accuracy %.4f +- %.4f, TPR@FPR=0.01 %.4f (pooled)",
-            name,
-            result.accuracy_mean,
-            result.accuracy_std,
-            result.tpr_pooled["0.01"],
-        )
-    plot_roc(curves, out / "roc.png")
+        _log_result(name, ORIGINAL, result)
+        for context, images in contexts.items():
+            view = AlignedImages(
+                images.names, images.images, [aligned.landmarks[i] for i in aligned.index(tuple(images.names))]
+            )
+            cache = out / "features" / f"{_slug(name)}@{context}.npz"
+            right = features.copy()
+            right[aligned.index(tuple(images.names))] = embed_all(embedder, view, settings, cache, images.key)
+            result, scores = run_protocol(features, aligned, pairs, train, settings, right_features=right)
+            curves[context][name] = (scores, pairs.same, result)
+            report["models"][name]["contexts"][context] = dataclasses.asdict(result)
+            _log_result(name, context, result)
+    for context, context_curves in curves.items():
+        suffix = "" if context == ORIGINAL else f"-{context}"
+        plot_roc(context_curves, out / f"roc{suffix}.png", title=f"LFW verification ROC, context: {context}")
     report["seconds"] = round(time.perf_counter() - start, 1)
     tmp = out / ".report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2))
