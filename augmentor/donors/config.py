@@ -10,7 +10,8 @@ BANK_FIELDS = ("ring_width", "max_border_fraction", "max_padded_fraction", "min_
 
 @dataclass(frozen=True)
 class DonorConfig:
-    """Donor bank, search and composition settings. Tuned on CelebA validation identities, never on LFW."""
+    """Donor bank, search and composition settings. Tuned on CelebA validation identities
+    (``benchmarks/donor_tune.py``), never on LFW."""
 
     # What the bank holds (BANK_FIELDS).
     ring_width: int = 5  # px inside the face mask whose colour describes a face's border
@@ -20,7 +21,8 @@ class DonorConfig:
 
     # Search: distance = sqrt(sum of the weighted group distances) + invalid_penalty * context share outside photo.
     colour_weight: float = 1.0  # weight of the border-ring colour group
-    shape_weight: float = 1.0  # weight of the face-outline group (jaw and eyebrow landmarks)
+    shape_weight: float = 3.0  # weight of the face-outline group (jaw and eyebrow landmarks); 1 -> 3 lowered the
+    # seam error on CelebA validation (benchmarks/donor_tune.py)
     pose_weight: float = 0.5  # weight of the yaw/pitch group
     colour_scale: float = 8.0  # Lab units that count as one unit of distance
     shape_scale: float = 3.0  # aligned px that count as one unit of distance
