@@ -441,3 +441,107 @@ def test_finetune_cli_accepts_64_px(tmp_path, lfw_root):
     result = CliRunner().invoke(main, ["finetune", "--manifest", str(tmp_path / "real"), "--image-size", "64", "-n"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["data"]["image_size"] == 64
+
+
+# --------------------------------------------------------------------------------------------------- grid runner
+
+
+def _grid_module():
+    import importlib.util
+
+    if "recognition_grid" in sys.modules:
+        return sys.modules["recognition_grid"]
+    spec = importlib.util.spec_from_file_location("recognition_grid", ROOT / "benchmarks" / "recognition_grid.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["recognition_grid"] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def grid_data(tmp_path, pairs_file) -> Path:
+    """A --data folder: two listings (200 + 100 faces) and an LFW pairs file."""
+    data = tmp_path / "data"
+    for name, rows in (("celeba", 200), ("celeba-extra", 100)):
+        (data / name).mkdir(parents=True)
+        lines = ["path\tidentity"] + [f"images/{i}.jpg\t{i % 5}" for i in range(rows)]
+        (data / name / "identities.tsv").write_text("\n".join(lines) + "\n")
+    (data / "lfw").mkdir()
+    (data / "lfw" / "pairs.txt").write_text(pairs_file.read_text())
+    return data
+
+
+def _fake_run(root: Path, epochs: int, trained: int) -> Path:
+    run = root / "00000-resnet18-grid-scratch"
+    for sub in ("checkpoint", "last"):
+        (run / sub).mkdir(parents=True)
+        (run / sub / "config.json").write_text(json.dumps({"epochs_trained": trained}))
+    (run / "finetune_config.json").write_text(json.dumps({"epochs": epochs}))
+    return run
+
+
+def test_grid_plan_resumes_and_labels_models(tmp_path, grid_data):
+    grid_module = _grid_module()
+    out = tmp_path / "grid"
+    grid = grid_module.Grid(
+        out=out,
+        data=grid_data,
+        lfw=grid_data / "lfw",
+        arms=("real", "cascade"),
+        seeds=(0, 1),
+        regimes=("scratch",),
+        contexts=("original", "masked"),
+        epochs={"scratch": 2},
+    )
+    (out / "data" / "real-celeba").mkdir(parents=True)
+    (out / "data" / "real-celeba" / "summary.json").write_text("{}")
+    done = _fake_run(out / "runs" / "scratch" / "real-s0", epochs=2, trained=2)
+    half = _fake_run(out / "runs" / "scratch" / "cascade-s1", epochs=2, trained=1)
+    steps = {s.name: s for s in grid.plan()}
+    assert list(steps) == [
+        "preprocess celeba",
+        "cascade copies of celeba",
+        "preprocess celeba-extra",
+        "cascade copies of celeba-extra",
+        "finetune scratch/real-s0",
+        "finetune scratch/real-s1",
+        "finetune scratch/cascade-s0",
+        "finetune scratch/cascade-s1",
+        "verify-lfw",
+        "compare",
+    ]
+    assert steps["preprocess celeba"].done and not steps["preprocess celeba-extra"].done
+    assert steps["finetune scratch/real-s0"].done and not steps["finetune scratch/cascade-s1"].done
+    assert steps["finetune scratch/cascade-s1"].command[-3:] == ["--resume", str(half), "--no-progress"]
+    fresh = steps["finetune scratch/cascade-s0"].command
+    manifests = [fresh[i + 1] for i, a in enumerate(fresh) if a == "--manifest"]
+    assert manifests == [
+        str(out / "data" / f"{k}-{d}") for k in ("real", "cascade") for d in ("celeba", "celeba-extra")
+    ]
+    assert "seed=0" in fresh and fresh[fresh.index("--epochs") + 1] == "2"
+    steps_per_epoch = int(0.9 * 300) // 64  # the real training faces / batch: the same for every arm
+    assert f"max_steps_per_epoch={steps_per_epoch}" in fresh
+    assert steps["finetune scratch/cascade-s0"].seconds == steps["finetune scratch/real-s1"].seconds > 0
+
+    verify = steps["verify-lfw"].command
+    assert verify[verify.index("--context") + 1] == "original,masked" and "--donors" not in verify
+    labels = [verify[i + 1].split("=")[0] for i, a in enumerate(verify) if a == "--model"]
+    assert labels == ["scratch/real-s0", "scratch/real-s1", "scratch/cascade-s0", "scratch/cascade-s1"]
+    resolved = grid_module._resolve_models(verify)
+    assert [a for a in resolved if a.startswith("scratch/")] == [f"scratch/real-s0={done}"]  # only finished runs
+    table = grid_module.show(list(steps.values()))
+    assert "| finetune scratch/real-s0 | done |" in table and "| **total** |" in table
+
+
+def test_grid_dry_run_cli(tmp_path, grid_data):
+    grid_module = _grid_module()
+    args = ["--out", str(tmp_path / "g"), "--data", str(grid_data), "--seeds", "0,1,2", "--dry-run"]
+    result = CliRunner().invoke(grid_module.main, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("| finetune ") == 2 * 3 * 3  # regimes x arms x seeds
+    assert "--context original,masked,donor --donors" in result.output and "# compare" in result.output
+    assert not (tmp_path / "g").exists()  # a dry run writes nothing
+    bad = CliRunner().invoke(grid_module.main, [*args, "--arms", "cascade"])
+    assert bad.exit_code != 0 and "must include real" in bad.output
+    bad = CliRunner().invoke(grid_module.main, [*args, "--epochs", "fast=3"])
+    assert bad.exit_code != 0 and "REGIME=N" in bad.output

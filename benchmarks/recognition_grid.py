@@ -1,0 +1,363 @@
+"""Issue 17's recognition experiment: arms x seeds x regimes, LFW under several contexts, then ``augmentor compare``.
+
+Every step is an ``augmentor`` command, run in order and skipped when its output is already there, so an
+interrupted grid resumes where it stopped (an unfinished fine-tune continues with ``finetune --resume``):
+
+1. ``preprocess`` the training sets (``celeba`` and ``celeba-extra`` under ``--data``): the real crops.
+2. ``run`` one cascade copy (``--method cascade``) and one donor-context copy (``--method donor``, donors from the
+   real ``celeba`` crops, never LFW) of every training face, for the arms that use them.
+3. ``finetune`` each regime x arm x seed into ``OUT/runs/<regime>/<arm>-s<seed>/``.
+4. ``verify-lfw`` every finished model on LFW View 2 under every context (one call: alignment and features are
+   cached in ``OUT/verify/``), models labelled ``<regime>/<arm>-s<seed>``.
+5. ``compare`` them by arm (mean ± std over seeds, tests against ``real``): ``OUT/compare.md``, ``OUT/compare.json``.
+
+LFW is only ever scored, never trained or tuned on. ``--dry-run`` prints the plan with its estimated time, from the
+rates measured on the 2-core development machine (``RATES``; see docs/recognition.md).
+
+    python benchmarks/recognition_grid.py --out runs/rec-grid --dry-run
+    python benchmarks/recognition_grid.py --out runs/rec-grid
+    python benchmarks/recognition_grid.py --out runs/rec-grid --regimes scratch --seeds 0,1 --arms real,cascade
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+log = logging.getLogger("recognition_grid")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ("celeba", "celeba-extra")  # training sets under --data, each with identities.tsv
+DONOR_SOURCE = "celeba"  # the real crops that lend their context (LFW-framed, so their context is whole)
+ARMS = {  # arm -> the manifests it trains on: real crops + copies of each kind
+    "real": ("real",),
+    "cascade": ("real", "cascade"),
+    "donor": ("real", "donor"),
+    "both": ("real", "cascade", "donor"),
+}
+REGIMES = {
+    "pretrained": ROOT / "configs" / "recognition" / "grid-pretrained.yaml",
+    "scratch": ROOT / "configs" / "recognition" / "grid-scratch.yaml",
+}
+CONTEXTS = ("original", "masked", "donor")
+# img/s on the 2-core development machine (docs/recognition.md, "Sizing"): fine-tuning (train) and embedding
+# (validation and LFW features) per regime, and the data steps. Used only for the --dry-run estimate.
+RATES = {
+    "pretrained": {"train": 12.0, "embed": 60.0},
+    "scratch": {"train": 60.0, "embed": 400.0},
+    "preprocess": 170.0,  # /root/data/pre-celeba's summary.json: 171 img/s on 2 workers
+    "cascade": 36.0,  # docs/pipeline.md: the pipeline on 3,463 CelebA images, bf16
+    "donor": 36.0,  # not measured: assumed as fast as the cascade
+    "align": 21.0,  # docs/recognition.md: 7,701 LFW images aligned + dlib features in 6 min
+}
+VAL_FRACTION = 0.1
+
+
+@dataclass
+class Step:
+    """One command of the grid."""
+
+    name: str
+    command: list[str]
+    seconds: float  # estimated
+    done: bool = False
+    output: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _augmentor() -> str:
+    found = Path(sys.executable).parent / "augmentor"
+    return str(found) if found.is_file() else (shutil.which("augmentor") or "augmentor")
+
+
+def count_rows(tsv: Path) -> int:
+    """Images listed in an ``identities.tsv`` (header excluded)."""
+    with tsv.open() as fh:
+        return max(0, sum(1 for line in fh if line.strip()) - 1)
+
+
+def run_folder(root: Path) -> Path | None:
+    """The finetune run folder under an ``--out`` root (``00000-...``), if one was started."""
+    runs = sorted(p for p in root.glob("[0-9][0-9][0-9][0-9][0-9]-*") if (p / "finetune_config.json").is_file())
+    return runs[-1] if runs else None
+
+
+def finished(run: Path | None) -> bool:
+    """A run that trained all its epochs and wrote its checkpoint."""
+    if (
+        run is None
+        or not (run / "checkpoint" / "config.json").is_file()
+        or not (run / "last" / "config.json").is_file()
+    ):
+        return False
+    epochs = json.loads((run / "finetune_config.json").read_text())["epochs"]
+    return json.loads((run / "last" / "config.json").read_text()).get("epochs_trained") == epochs
+
+
+def _config(config: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(config.read_text())
+
+
+@dataclass
+class Grid:
+    """The grid's settings; :meth:`plan` lists its steps."""
+
+    out: Path
+    data: Path
+    lfw: Path
+    arms: tuple[str, ...]
+    seeds: tuple[int, ...]
+    regimes: tuple[str, ...]
+    contexts: tuple[str, ...]
+    cascade_model: Path | None = None
+    epochs: dict[str, int] = field(default_factory=dict)  # regime -> epochs override
+    verify_limit: int | None = None
+    device: str = "cpu"
+
+    def data_dir(self, kind: str, dataset: str) -> Path:
+        return self.out / "data" / f"{kind}-{dataset}"
+
+    def manifests(self, arm: str) -> list[Path]:
+        return [self.data_dir(kind, ds) for kind in ARMS[arm] for ds in DATASETS]
+
+    def plan(self) -> list[Step]:
+        exe = _augmentor()
+        counts = {ds: count_rows(self.data / ds / "identities.tsv") for ds in DATASETS}
+        kinds = {kind for arm in self.arms for kind in ARMS[arm]}
+        steps: list[Step] = []
+        for ds in DATASETS:
+            listing = ["--dataset", "list", "--root", str(self.data / ds / "identities.tsv")]
+            out = self.data_dir("real", ds)
+            steps.append(
+                Step(
+                    f"preprocess {ds}",
+                    [exe, "preprocess", *listing, "--out", str(out), "--no-progress"],
+                    counts[ds] / RATES["preprocess"],
+                    (out / "summary.json").is_file(),
+                    out,
+                )
+            )
+            for kind in ("cascade", "donor"):
+                if kind not in kinds:
+                    continue
+                out = self.data_dir(kind, ds)
+                extra = ["--method", "cascade"] + (["--model", str(self.cascade_model)] if self.cascade_model else [])
+                if kind == "donor":
+                    extra = ["--method", "donor", "--donors", str(self.data_dir("real", DONOR_SOURCE))]
+                steps.append(
+                    Step(
+                        f"{kind} copies of {ds}",
+                        [exe, "run", *listing, *extra, "--copies", "1", "--out", str(out), "--no-progress"],
+                        counts[ds] / RATES[kind],
+                        (out / "manifest.parquet").is_file(),
+                        out,
+                    )
+                )
+        total = sum(counts.values())
+        models: dict[str, Path] = {}
+        for regime in self.regimes:
+            config = REGIMES[regime]
+            values = _config(config)
+            epochs = self.epochs.get(regime) or int(values["epochs"])
+            # every arm takes the same optimisation steps: an "epoch" is one pass over the real training faces, so
+            # an arm with copies sees a different random share of its rows each epoch, not more steps
+            steps_per_epoch = max(1, int((1 - VAL_FRACTION) * total) // int(values["batch_size"]))
+            rate = RATES[regime]
+            per_epoch = (
+                steps_per_epoch * int(values["batch_size"]) / rate["train"] + VAL_FRACTION * total / rate["embed"]
+            )
+            for arm in self.arms:
+                for seed in self.seeds:
+                    label = f"{regime}/{arm}-s{seed}"
+                    root = self.out / "runs" / regime / f"{arm}-s{seed}"
+                    run = run_folder(root)
+                    if run is not None and not finished(run):
+                        command = [exe, "finetune", "--resume", str(run), "--no-progress"]
+                    else:
+                        command = [exe, "finetune", *[a for m in self.manifests(arm) for a in ("--manifest", str(m))]]
+                        command += ["--config", str(config), "--set", f"seed={seed}", "--device", self.device]
+                        command += ["--set", f"max_steps_per_epoch={steps_per_epoch}"]
+                        command += ["--out", str(root), "--no-progress"]
+                        if regime in self.epochs:
+                            command += ["--epochs", str(self.epochs[regime])]
+                    steps.append(Step(f"finetune {label}", command, epochs * per_epoch, finished(run), root))
+                    models[label] = root
+        steps.append(self._verify_step(exe, models))
+        steps.append(
+            Step(
+                "compare",
+                [exe, "compare", str(self.out / "verify"), "--json", str(self.out / "compare.json")],
+                5.0,
+                output=self.out / "compare.md",
+            )
+        )
+        return steps
+
+    def _verify_step(self, exe: str, models: dict[str, Path]) -> Step:
+        from recognition.lfw import read_pairs
+
+        pairs = self.lfw / "pairs.txt"
+        listed = read_pairs(pairs)
+        if self.verify_limit:
+            listed = listed.limit(self.verify_limit)
+        num_images, num_right = len(listed.images()), len(set(listed.right))
+        embed = sum(
+            (num_images + (len(self.contexts) - 1) * num_right) / RATES[label.split("/")[0]]["embed"]
+            for label in models
+        )
+        seconds = num_images / RATES["align"] + embed
+        command = [exe, "verify-lfw", "--root", str(self.lfw / "images"), "--pairs", str(pairs)]
+        command += ["--out", str(self.out / "verify"), "--device", self.device, "--no-progress"]
+        command += ["--context", ",".join(self.contexts)]
+        if "donor" in self.contexts:
+            command += ["--donors", str(self.data_dir("real", DONOR_SOURCE))]
+        if self.verify_limit:
+            command += ["--limit", str(self.verify_limit)]
+        # a placeholder per model; run() replaces it with the run folder once the fine-tune has finished
+        command += [a for label, root in models.items() for a in ("--model", f"{label}={root}")]
+        return Step("verify-lfw", command, seconds, output=self.out / "verify")
+
+
+def _hms(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def show(steps: list[Step]) -> str:
+    """The plan as a markdown table, with the estimated time left."""
+    lines = ["| step | status | estimated |", "|---|---|---:|"]
+    for step in steps:
+        lines.append(f"| {step.name} | {'done' if step.done else 'to do'} | {_hms(step.seconds)} |")
+    left = sum(s.seconds for s in steps if not s.done)
+    total = sum(s.seconds for s in steps)
+    lines.append(f"| **total** | {_hms(left)} left | {_hms(total)} |")
+    return "\n".join(lines)
+
+
+def _resolve_models(command: list[str]) -> list[str]:
+    """``--model LABEL=ROOT`` -> ``--model LABEL=RUN_FOLDER`` for the finished runs; unfinished ones are dropped."""
+    out: list[str] = []
+    i = 0
+    while i < len(command):
+        if command[i] == "--model":
+            label, _, root = command[i + 1].partition("=")
+            run = run_folder(Path(root))
+            if finished(run):
+                out += ["--model", f"{label}={run}"]
+            else:
+                log.warning("%s has not finished: left out of verify-lfw", label)
+            i += 2
+            continue
+        out.append(command[i])
+        i += 1
+    return out
+
+
+def run(grid: Grid) -> None:
+    """Run every step not yet done; append each step's wall time to ``OUT/timings.jsonl``."""
+    grid.out.mkdir(parents=True, exist_ok=True)
+    for step in grid.plan():
+        if step.done:
+            log.info("skip (done): %s", step.name)
+            continue
+        command = _resolve_models(step.command) if step.name == "verify-lfw" else step.command
+        log.info("%s: %s", step.name, " ".join(command))
+        start = time.perf_counter()
+        if step.name == "compare":
+            result = subprocess.run(command, check=True, capture_output=True, text=True)
+            (grid.out / "compare.md").write_text(result.stdout)
+            click.echo(result.stdout)
+        else:
+            subprocess.run(command, check=True)
+        seconds = time.perf_counter() - start
+        with (grid.out / "timings.jsonl").open("a") as fh:
+            fh.write(json.dumps({"step": step.name, "seconds": round(seconds, 1), "estimated": round(step.seconds)}))
+            fh.write("\n")
+
+
+def _csv(value: str, allowed=None) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    if allowed is not None and (bad := [v for v in items if v not in allowed]):
+        raise click.BadParameter(f"{', '.join(bad)}: choose from {', '.join(allowed)}")
+    return items
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--out", type=click.Path(path_type=Path), required=True, metavar="DIR", help="Grid folder.")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=ROOT.parent / "shared" / "data",
+    metavar="DIR",
+    help="Holds celeba/ and celeba-extra/ (training) and lfw/ (testing only).",
+)
+@click.option("--arms", default="real,cascade,donor", metavar="A,B", help=f"Arms: {', '.join(ARMS)}.")
+@click.option("--seeds", default="0,1,2", metavar="S,S", help="Training seeds (split, init, data order).")
+@click.option("--regimes", default="pretrained,scratch", metavar="R,R", help=f"Regimes: {', '.join(REGIMES)}.")
+@click.option("--contexts", default="original,masked,donor", metavar="C,C", help="verify-lfw --context values.")
+@click.option(
+    "--cascade-model",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    metavar="CKPT",
+    help="Generator checkpoint for the cascade copies. Default: the shipped model.",
+)
+@click.option("--epochs", "epoch_specs", multiple=True, metavar="REGIME=N", help="Override a regime's epochs.")
+@click.option("--verify-limit", type=click.IntRange(min=1), default=None, metavar="N", help="Smoke runs only.")
+@click.option("--device", default="cpu", metavar="DEVICE", help="Fine-tuning and feature device.")
+@click.option("-n", "--dry-run", is_flag=True, help="Print the plan and its estimated time, then stop.")
+def main(out, data, arms, seeds, regimes, contexts, cascade_model, epoch_specs, verify_limit, device, dry_run):
+    """Run (or with --dry-run, plan) issue 17's recognition grid; rerun the same command to resume.
+
+    \b
+    Examples:
+      python benchmarks/recognition_grid.py --out runs/rec-grid --dry-run
+      python benchmarks/recognition_grid.py --out runs/rec-grid
+      python benchmarks/recognition_grid.py --out runs/rec-smoke --seeds 0 --epochs scratch=1 --verify-limit 30
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    epochs = {}
+    for spec in epoch_specs:
+        regime, _, value = spec.partition("=")
+        if regime not in REGIMES or not value.isdigit() or int(value) < 1:
+            raise click.BadParameter(f"{spec!r}: expected REGIME=N with REGIME in {', '.join(REGIMES)}")
+        epochs[regime] = int(value)
+    for ds in DATASETS:
+        if not (data / ds / "identities.tsv").is_file():
+            raise click.BadParameter(f"{data / ds / 'identities.tsv'} not found", param_hint="--data")
+    grid = Grid(
+        out=out,
+        data=data,
+        lfw=data / "lfw",
+        arms=_csv(arms, ARMS),
+        seeds=tuple(int(s) for s in _csv(seeds)),
+        regimes=_csv(regimes, REGIMES),
+        contexts=tuple(dict.fromkeys(("original", *_csv(contexts, CONTEXTS)))),
+        cascade_model=cascade_model,
+        epochs=epochs,
+        verify_limit=verify_limit,
+        device=device,
+    )
+    if "real" not in grid.arms:
+        raise click.BadParameter("the arms must include real, the baseline", param_hint="--arms")
+    steps = grid.plan()
+    click.echo(show(steps))
+    if dry_run:
+        for step in steps:
+            click.echo(f"# {step.name}\n{' '.join(step.command)}")
+        return
+    run(grid)
+
+
+if __name__ == "__main__":
+    main()
