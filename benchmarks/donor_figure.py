@@ -2,7 +2,7 @@
 
 Reads the ``.npz`` of sample outputs that ``benchmarks/donor_quality.py --out X.json`` writes beside its JSON::
 
-    python benchmarks/donor_figure.py benchmarks/results/donor_quality_lfw300.npz --rows 6 --out docs/img/donors.png
+    python benchmarks/donor_figure.py benchmarks/results/donor_quality_lfw300.npz --rows 5 --out docs/img/donors.png
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("samples", type=Path, help="the .npz written by benchmarks/donor_quality.py")
     parser.add_argument("--rows", type=int, default=6)
+    parser.add_argument("--colours", type=int, default=256, help="palette size; 0 keeps full RGB")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -49,6 +50,8 @@ def main() -> None:
     for j, (label, _) in enumerate(COLUMNS):
         draw.text((j * size + 4, 3), label, fill="black")
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.colours:  # a palette keeps the committed PNG small
+        sheet = sheet.quantize(args.colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)
     sheet.save(args.out, optimize=True)
     print(f"{args.out}: {args.out.stat().st_size // 1024} KB")
 
