@@ -129,7 +129,8 @@ def run(
     Masks each image on CPU actors, hallucinates K backgrounds per face with the cascade on GPU actors (CPU actors
     without GPUs), scores each against the aligned original, and writes images/<identity>/<image>_hal<k>.png plus
     manifest.parquet (one row per image and copy, failures included). A rerun with the same --out resumes.
-    See docs/pipeline.md.
+    With --method donor, each face instead takes the context of its K nearest real donor faces of another identity
+    from --donors (docs/donors.md). See docs/pipeline.md.
 
     \b
     Examples:

@@ -84,6 +84,13 @@ def test_face_pixels_are_exact_and_the_context_is_replaced(bank, targets):
             assert np.abs(result.image[~face].astype(int) - aligned[~face]).mean() > 10
 
 
+def test_masks_of_255_give_the_same_images(bank, targets):
+    ones = bank.recontext(targets["aligned"][:2], targets["mask"][:2], targets["landmarks"][:2], ["", ""], k=1)
+    full = bank.recontext(targets["aligned"][:2], targets["mask"][:2] * 255, targets["landmarks"][:2], ["", ""], k=1)
+    for a, b in zip(ones, full, strict=True):
+        np.testing.assert_array_equal(a[0].image, b[0].image)
+
+
 def test_a_donor_of_the_same_identity_is_never_chosen(bank, targets):
     others = len(bank) - 2  # every face but the two of the target's identity
     results = bank.recontext(targets["aligned"], targets["mask"], targets["landmarks"], targets["identity"], k=others)

@@ -202,7 +202,7 @@ class DonorBank:
 
         Args:
             aligned: ``[N, 128, 128, 3]`` uint8 aligned crops (only the face pixels are used).
-            masks: ``[N, 128, 128]`` uint8 in {0, 1}, 1 = face.
+            masks: ``[N, 128, 128]`` uint8 in {0, 1}, 1 = face (any nonzero value counts as face).
             landmarks: ``[N, 68, 2]`` float32 aligned landmarks.
             identities: Each target's identity; a donor of that identity is never used. ``""`` or None: unknown.
             k: Donors (so distinct images) per target, best first.
@@ -213,7 +213,7 @@ class DonorBank:
         Raises:
             ValueError: mismatched shapes, or fewer than ``k`` donors of another identity.
         """
-        aligned, masks = np.asarray(aligned), np.asarray(masks)
+        aligned, masks = np.asarray(aligned), (np.asarray(masks) > 0).astype(np.uint8)  # 0/255 masks work too
         landmarks = np.asarray(landmarks, np.float32)
         n = len(aligned)
         if aligned.shape[1:] != (SIZE, SIZE, 3) or masks.shape != (n, SIZE, SIZE) or landmarks.shape != (n, 68, 2):
