@@ -26,6 +26,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,14 +52,16 @@ CONTEXTS = ("original", "masked", "donor")
 # img/s on the 2-core development machine (docs/recognition.md, "Sizing"): fine-tuning (train) and embedding
 # (validation and LFW features) per regime, and the data steps. Used only for the --dry-run estimate.
 RATES = {
-    "pretrained": {"train": 12.0, "embed": 60.0},
-    "scratch": {"train": 60.0, "embed": 400.0},
-    "preprocess": 170.0,  # /root/data/pre-celeba's summary.json: 171 img/s on 2 workers
+    "pretrained": {"train": 13.9, "embed": 45.7},  # dlib-resnet (150 px chip), batch 32: 144 / 44 CPU-ms per image
+    "scratch": {"train": 38.9, "embed": 247.0},  # ResNet-18 at 64 px, batch 64: 51 / 8.1 CPU-ms per image
+    "preprocess": 171.0,  # CelebA preprocess summary.json: 5,037 images in 29 s on 2 workers
+    "align": 171.0,  # LFW alignment is the same preprocess on 250 px images
     "cascade": 36.0,  # docs/pipeline.md: the pipeline on 3,463 CelebA images, bf16
     "donor": 36.0,  # not measured: assumed as fast as the cascade
-    "align": 21.0,  # docs/recognition.md: 7,701 LFW images aligned + dlib features in 6 min
 }
 VAL_FRACTION = 0.1
+RATES_FILE = "rates.json"  # --measure's output in OUT/: this machine's wall rates, used by the plan instead of RATES
+VERIFY_LIMIT = 150  # 3,000 of View 2's 6,000 pairs: what the 2.5 h budget leaves for 18 models x 3 contexts
 
 
 @dataclass
@@ -130,8 +133,18 @@ class Grid:
     def manifests(self, arm: str) -> list[Path]:
         return [self.data_dir(kind, ds) for kind in ARMS[arm] for ds in DATASETS]
 
+    def rates(self) -> dict:
+        """:data:`RATES`, with the regimes' rates replaced by ``OUT/rates.json`` when ``--measure`` wrote one."""
+        rates = {k: dict(v) if isinstance(v, dict) else v for k, v in RATES.items()}
+        measured = self.out / RATES_FILE
+        if measured.is_file():
+            for regime, values in json.loads(measured.read_text())["regimes"].items():
+                rates[regime] = {"train": values["train_wall"], "embed": values["embed_wall"]}
+        return rates
+
     def plan(self) -> list[Step]:
         exe = _augmentor()
+        rates = self.rates()
         counts = {ds: count_rows(self.data / ds / "identities.tsv") for ds in DATASETS}
         kinds = {kind for arm in self.arms for kind in ARMS[arm]}
         steps: list[Step] = []
@@ -142,7 +155,7 @@ class Grid:
                 Step(
                     f"preprocess {ds}",
                     [exe, "preprocess", *listing, "--out", str(out), "--no-progress"],
-                    counts[ds] / RATES["preprocess"],
+                    counts[ds] / rates["preprocess"],
                     (out / "summary.json").is_file(),
                     out,
                 )
@@ -158,7 +171,7 @@ class Grid:
                     Step(
                         f"{kind} copies of {ds}",
                         [exe, "run", *listing, *extra, "--copies", "1", "--out", str(out), "--no-progress"],
-                        counts[ds] / RATES[kind],
+                        counts[ds] / rates[kind],
                         (out / "manifest.parquet").is_file(),
                         out,
                     )
@@ -169,10 +182,12 @@ class Grid:
             config = REGIMES[regime]
             values = _config(config)
             epochs = self.epochs.get(regime) or int(values["epochs"])
-            # every arm takes the same optimisation steps: an "epoch" is one pass over the real training faces, so
-            # an arm with copies sees a different random share of its rows each epoch, not more steps
+            # every arm takes the same optimisation steps: at most one pass over the real training faces per epoch
+            # (fewer when the config caps it), so an arm with copies sees a different random share of its rows each
+            # epoch, not more steps
             steps_per_epoch = max(1, int((1 - VAL_FRACTION) * total) // int(values["batch_size"]))
-            rate = RATES[regime]
+            steps_per_epoch = min(steps_per_epoch, int(values.get("max_steps_per_epoch") or steps_per_epoch))
+            rate = rates[regime]
             per_epoch = (
                 steps_per_epoch * int(values["batch_size"]) / rate["train"] + VAL_FRACTION * total / rate["embed"]
             )
@@ -192,7 +207,7 @@ class Grid:
                             command += ["--epochs", str(self.epochs[regime])]
                     steps.append(Step(f"finetune {label}", command, epochs * per_epoch, finished(run), root))
                     models[label] = root
-        steps.append(self._verify_step(exe, models))
+        steps.append(self._verify_step(exe, models, rates))
         steps.append(
             Step(
                 "compare",
@@ -203,7 +218,7 @@ class Grid:
         )
         return steps
 
-    def _verify_step(self, exe: str, models: dict[str, Path]) -> Step:
+    def _verify_step(self, exe: str, models: dict[str, Path], rates: dict) -> Step:
         from recognition.lfw import read_pairs
 
         pairs = self.lfw / "pairs.txt"
@@ -212,10 +227,10 @@ class Grid:
             listed = listed.limit(self.verify_limit)
         num_images, num_right = len(listed.images()), len(set(listed.right))
         embed = sum(
-            (num_images + (len(self.contexts) - 1) * num_right) / RATES[label.split("/")[0]]["embed"]
+            (num_images + (len(self.contexts) - 1) * num_right) / rates[label.split("/")[0]]["embed"]
             for label in models
         )
-        seconds = num_images / RATES["align"] + embed
+        seconds = num_images / rates["align"] + embed
         command = [exe, "verify-lfw", "--root", str(self.lfw / "images"), "--pairs", str(pairs)]
         command += ["--out", str(self.out / "verify"), "--device", self.device, "--no-progress"]
         command += ["--context", ",".join(self.contexts)]
@@ -285,6 +300,53 @@ def run(grid: Grid) -> None:
             fh.write("\n")
 
 
+def measure_rates(regime: str, manifest: Path, steps: int) -> dict[str, float]:
+    """A regime's training and embedding cost on ``manifest``'s faces: wall img/s and CPU-ms per image.
+
+    CPU time counts every thread of this process and the decoding (no loader processes), so on a busy machine
+    ``2 / cpu_seconds_per_image`` still estimates the rate on 2 free cores: the numbers behind :data:`RATES`.
+    """
+    import os
+
+    import torch
+
+    from augmentor.config import load_config
+    from recognition.finetune import FinetuneConfig, Finetuner
+
+    overrides = [f"manifests={json.dumps([str(manifest)])}", "device=cpu", "data.loader_workers=0"]
+    cfg = load_config(FinetuneConfig, REGIMES[regime], overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Finetuner(cfg, tmp, progress=False)
+    batches = iter(trainer._loader(trainer.train_set, 0))
+    trainer.net.train()
+    for _ in range(2):  # warm-up
+        trainer.train_step(*next(batches))
+    load = os.getloadavg()[0]
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        trainer.train_step(*next(batches))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    num = steps * cfg.batch_size
+    trainer.net.eval()
+    val = [images for images, _ in trainer._loader(trainer.val_set, None)][:4]
+    with torch.inference_mode():
+        trainer.net(val[0])
+        embed_wall, embed_cpu = time.perf_counter(), time.process_time()
+        for images in val[1:]:
+            trainer.net(images)
+        embed_wall, embed_cpu = time.perf_counter() - embed_wall, time.process_time() - embed_cpu
+    num_val = sum(len(v) for v in val[1:])
+    return {
+        "train_wall": num / wall,
+        "train_cpu_ms": 1000 * cpu / num,
+        "train_2core": 2 * num / cpu,
+        "embed_wall": num_val / embed_wall,
+        "embed_cpu_ms": 1000 * embed_cpu / num_val,
+        "embed_2core": 2 * num_val / embed_cpu,
+        "load": load,
+    }
+
+
 def _csv(value: str, allowed=None) -> tuple[str, ...]:
     items = tuple(v.strip() for v in value.split(",") if v.strip())
     if allowed is not None and (bad := [v for v in items if v not in allowed]):
@@ -313,19 +375,66 @@ def _csv(value: str, allowed=None) -> tuple[str, ...]:
     help="Generator checkpoint for the cascade copies. Default: the shipped model.",
 )
 @click.option("--epochs", "epoch_specs", multiple=True, metavar="REGIME=N", help="Override a regime's epochs.")
-@click.option("--verify-limit", type=click.IntRange(min=1), default=None, metavar="N", help="Smoke runs only.")
+@click.option(
+    "--verify-limit",
+    type=click.IntRange(min=0),
+    default=VERIFY_LIMIT,
+    metavar="N",
+    help="verify-lfw --limit: the first N matched and N mismatched pairs of each fold; 0: all 300 + 300.",
+)
 @click.option("--device", default="cpu", metavar="DEVICE", help="Fine-tuning and feature device.")
+@click.option(
+    "--measure",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    metavar="SHARDS",
+    help="Measure each regime's training and embedding rates on this preprocess output (a few batches), then stop.",
+)
+@click.option("--measure-steps", type=click.IntRange(min=1), default=8, metavar="N", help="--measure: batches.")
 @click.option("-n", "--dry-run", is_flag=True, help="Print the plan and its estimated time, then stop.")
-def main(out, data, arms, seeds, regimes, contexts, cascade_model, epoch_specs, verify_limit, device, dry_run):
+def main(
+    out,
+    data,
+    arms,
+    seeds,
+    regimes,
+    contexts,
+    cascade_model,
+    epoch_specs,
+    verify_limit,
+    device,
+    measure,
+    measure_steps,
+    dry_run,
+):
     """Run (or with --dry-run, plan) issue 17's recognition grid; rerun the same command to resume.
 
     \b
     Examples:
       python benchmarks/recognition_grid.py --out runs/rec-grid --dry-run
       python benchmarks/recognition_grid.py --out runs/rec-grid
+      python benchmarks/recognition_grid.py --out runs/rec-grid --verify-limit 0     # all 6,000 pairs
+      python benchmarks/recognition_grid.py --out runs/rec-grid --measure runs/rec-grid/data/real-celeba
       python benchmarks/recognition_grid.py --out runs/rec-smoke --seeds 0 --epochs scratch=1 --verify-limit 30
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if measure is not None:
+        measured = {}
+        click.echo(
+            "| regime | train img/s (wall) | train CPU-ms/img | train img/s, 2 free cores | embed img/s (wall) "
+            "| embed CPU-ms/img | embed img/s, 2 free cores | load |"
+        )
+        click.echo("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for regime in _csv(regimes, REGIMES):
+            r = measured[regime] = measure_rates(regime, measure, measure_steps)
+            click.echo(
+                f"| {regime} | {r['train_wall']:.1f} | {r['train_cpu_ms']:.0f} | {r['train_2core']:.1f} "
+                f"| {r['embed_wall']:.1f} | {r['embed_cpu_ms']:.1f} | {r['embed_2core']:.1f} | {r['load']:.1f} |"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RATES_FILE).write_text(json.dumps({"shards": str(measure), "regimes": measured}, indent=2))
+        click.echo(f"wrote {out / RATES_FILE}: the plan of this --out now uses these wall rates")
+        return
     epochs = {}
     for spec in epoch_specs:
         regime, _, value = spec.partition("=")
@@ -345,7 +454,7 @@ def main(out, data, arms, seeds, regimes, contexts, cascade_model, epoch_specs, 
         contexts=tuple(dict.fromkeys(("original", *_csv(contexts, CONTEXTS)))),
         cascade_model=cascade_model,
         epochs=epochs,
-        verify_limit=verify_limit,
+        verify_limit=verify_limit or None,
         device=device,
     )
     if "real" not in grid.arms:

@@ -532,6 +532,14 @@ def test_grid_plan_resumes_and_labels_models(tmp_path, grid_data):
     table = grid_module.show(list(steps.values()))
     assert "| finetune scratch/real-s0 | done |" in table and "| **total** |" in table
 
+    # --measure's rates.json replaces the built-in rates: half the training rate, twice the fine-tune estimate
+    rate = grid_module.RATES["scratch"]
+    measured = {"scratch": {"train_wall": rate["train"] / 2, "embed_wall": rate["embed"] / 2}}
+    (out / "rates.json").write_text(json.dumps({"regimes": measured}))
+    slower = {s.name: s for s in grid.plan()}
+    assert slower["finetune scratch/real-s1"].seconds == pytest.approx(2 * steps["finetune scratch/real-s1"].seconds)
+    assert slower["verify-lfw"].seconds > steps["verify-lfw"].seconds
+
 
 def test_grid_dry_run_cli(tmp_path, grid_data):
     grid_module = _grid_module()
