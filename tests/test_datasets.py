@@ -26,14 +26,15 @@ def touch(path: Path) -> Path:
     return path
 
 
-def check_table(df: pd.DataFrame) -> None:
-    """Invariants every adapter must satisfy."""
+def check_table(df: pd.DataFrame, missing: int = 0) -> None:
+    """Invariants every adapter must satisfy; ``missing``: listed files expected not on disk."""
     assert list(df.columns[:3]) == ["image_id", "identity", "path"]
     assert len(df) > 0
     assert df["image_id"].is_unique
     for column in ("image_id", "identity", "path"):
         assert all(isinstance(v, str) for v in df[column]), column
-    assert all(Path(p).is_absolute() and Path(p).is_file() for p in df["path"])
+    assert all(Path(p).is_absolute() for p in df["path"])
+    assert sum(not Path(p).is_file() for p in df["path"]) == missing
     assert df.index.equals(pd.RangeIndex(len(df)))
     order = sorted(zip(df["identity"], df["image_id"]))
     assert list(zip(df["identity"], df["image_id"])) == order
@@ -199,7 +200,9 @@ def _write_list(path: Path, frame: pd.DataFrame) -> None:
 
 
 @pytest.mark.parametrize("ext", [".tsv", ".csv", ".parquet"])
-def test_list_formats_relative_absolute_and_extra_columns(tmp_path: Path, ext: str) -> None:
+def test_list_formats_relative_absolute_and_extra_columns(
+    tmp_path: Path, ext: str, caplog: pytest.LogCaptureFixture
+) -> None:
     touch(tmp_path / "data" / "images" / "000114.jpg")
     touch(tmp_path / "data" / "images-padded" / "000114.jpg")
     outside = touch(tmp_path / "elsewhere" / "z.png")
@@ -211,14 +214,17 @@ def test_list_formats_relative_absolute_and_extra_columns(tmp_path: Path, ext: s
         }
     )
     _write_list(tmp_path / "data" / f"identities{ext}", frame)
-    df = load_dataset("list", tmp_path / "data" / f"identities{ext}")
-    check_table(df)
+    with caplog.at_level(logging.WARNING, logger="augmentor.datasets.adapters"):
+        df = load_dataset("list", tmp_path / "data" / f"identities{ext}")
+    check_table(df, missing=1)
     assert list(df.columns) == ["image_id", "identity", "path", "padded_fraction"]
-    assert df["identity"].tolist() == ["0007256", "0007256", "42"]  # leading zeros kept, missing file skipped
-    assert df["image_id"].tolist()[:2] == ["images-padded/000114", "images/000114"]
-    assert df["path"].iloc[2] == str(outside)
+    # Leading zeros kept; the missing file kept too, so that augmentor run accounts for it (status missing).
+    assert df["identity"].tolist() == ["0007256", "0007256", "1", "42"]
+    assert "1 of 4 file(s) listed" in caplog.text and "status missing" in caplog.text
+    assert df["image_id"].tolist()[:3] == ["images-padded/000114", "images/000114", "images/missing"]
+    assert df["path"].iloc[3] == str(outside)
     assert pd.api.types.is_float_dtype(df["padded_fraction"])
-    assert df["padded_fraction"].tolist() == [0.087, 0.0, 0.5]
+    assert df["padded_fraction"].tolist() == [0.087, 0.0, 0.0, 0.5]
 
 
 def test_list_numeric_identity_in_parquet_becomes_string(tmp_path: Path) -> None:

@@ -196,7 +196,7 @@ def folder(root: Path) -> pd.DataFrame:
     return _frame(rows)
 
 
-def _existing(paths: Iterable[str]) -> list[bool]:
+def files_exist(paths: Iterable[str]) -> list[bool]:
     """Whether each absolute path exists as a file: one directory listing per distinct parent, no per-file stat."""
     listings: dict[str, set[str]] = {}
     out = []
@@ -212,12 +212,14 @@ def _existing(paths: Iterable[str]) -> list[bool]:
     return out
 
 
-def _drop_missing(df: pd.DataFrame, source: Path) -> pd.DataFrame:
-    present = _existing(df["path"])
+def _check_missing(df: pd.DataFrame, source: Path, keep: bool) -> pd.DataFrame:
+    """Count the listed files not on disk in one warning; keep their rows, or drop them."""
+    present = files_exist(df["path"])
     missing = len(present) - sum(present)
     if missing:
-        logger.warning("%d of %d file(s) listed in %s are not on disk; skipped", missing, len(present), source)
-    return df[present]
+        what = "kept (augmentor run records them with status missing)" if keep else "skipped"
+        logger.warning("%d of %d file(s) listed in %s are not on disk; %s", missing, len(present), source, what)
+    return df if keep else df[present]
 
 
 def _find_celeba(root: Path, identities: str | os.PathLike[str] | None) -> tuple[Path, Path]:
@@ -272,7 +274,7 @@ def celeba(root: Path, *, identities: str | os.PathLike[str] | None = None) -> p
         (os.path.splitext(f)[0].replace("\\", "/"), ident, os.path.join(base, f)) for f, ident in _parse_celeba(txt)
     ]
     logger.info("celeba: identity file %s, image folder %s", txt, base)
-    return _drop_missing(_frame(rows), txt)
+    return _check_missing(_frame(rows), txt, keep=False)  # a subset of CelebA's images is normal
 
 
 def _read_table(path: Path, fmt: str | None, dtypes: dict[str, type]) -> pd.DataFrame:
@@ -323,7 +325,8 @@ def list_file(
         path_column: Column holding image paths.
         identity_column: Column holding identities (read as strings, leading zeros kept for TSV/CSV).
         format: ``tsv``, ``csv`` or ``parquet``; detected from the extension (optionally compressed) when omitted.
-        check_files: Skip (with a warning) rows whose file is not on disk.
+        check_files: Count the rows whose file is not on disk in a warning (the rows are kept: every listed
+            input gets a manifest row, status ``missing``, from ``augmentor run``).
     """
     if not root.is_file():
         raise DatasetError(f"list dataset root must be a file: {root}")
@@ -351,4 +354,4 @@ def list_file(
     if dup.any():
         logger.warning("%d duplicate path(s) in %s skipped", int(dup.sum()), root)
         df = df[~dup]
-    return _drop_missing(df, root) if check_files else df
+    return _check_missing(df, root, keep=True) if check_files else df
