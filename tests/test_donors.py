@@ -219,3 +219,29 @@ def test_inner_ring_lies_inside_the_mask(targets):
     mask = targets["mask"][0]
     ring = inner_ring(mask, 5)
     assert ring.any() and not ring[mask == 0].any() and ring.sum() < mask.sum()
+
+
+@pytest.mark.slow  # loads the dlib-ResNet and describes every face (about a minute on 2 busy cores)
+def test_appearance_re_ranking_is_opt_in_and_stored_in_the_bank(donor_shards, targets, tmp_path):
+    shards = _copy_shards(donor_shards, tmp_path / "shards")
+    plain = DonorBank.load(shards)
+    assert plain.appearance is None
+    looks = DonorConfig(appearance_weight=1.0, candidates=6)
+    bank = DonorBank.load(shards, looks)
+    assert bank.built and bank.appearance.shape == (10, 128) and np.isfinite(bank.appearance).all()
+    assert json.loads((shards / BANK_DIR / BANK_FILE).read_text())["appearance"]
+    assert not DonorBank.load(shards).built and not DonorBank.load(shards, looks).built  # reused either way
+
+    unknown = bank.recontext(targets["aligned"], targets["mask"], targets["landmarks"], [""] * 10, k=1)
+    assert [row[0].donor_image_id for row in unknown] == targets["image_id"]  # own face: no appearance gap
+    results = bank.recontext(targets["aligned"], targets["mask"], targets["landmarks"], targets["identity"], k=3)
+    for aligned, mask, identity, row in zip(targets["aligned"], targets["mask"], targets["identity"], results):
+        face = mask.astype(bool)
+        assert len({r.donor_image_id for r in row}) == 3 and identity not in {r.donor_identity for r in row}
+        assert [r.distance for r in row] == sorted(r.distance for r in row)
+        for r in row:
+            np.testing.assert_array_equal(r.image[face], aligned[face])
+    # Each total is the donor's cheap distance (at least the best one) plus a positive appearance gap.
+    _, best = plain.search(targets["aligned"], targets["mask"], targets["landmarks"], targets["identity"], 1)
+    _, totals = bank.search(targets["aligned"], targets["mask"], targets["landmarks"], targets["identity"], 3)
+    assert (totals > best).all()

@@ -6,7 +6,8 @@ Saved beside the shards, in ``<preprocess out>/donor_bank/``:
   was built from (name, size, modification time), the donor count and the bank id;
 - ``features.npz``: ``features`` ``[M, NUM_FEATURES]`` float32, ``landmarks`` ``[M, 68, 2]`` float32,
   ``context_valid`` ``[M]`` float32 (share of the context inside the photo), ``shard`` and ``row`` ``[M]`` int32
-  (where each donor's pixels are), ``image_id`` and ``identity`` (unicode arrays; no pickles).
+  (where each donor's pixels are), ``image_id`` and ``identity`` (unicode arrays; no pickles), and
+  ``appearance`` ``[M, 128]`` float32 when built for a config with ``appearance_weight > 0``.
 
 The pixels stay in the shards (no second copy): loading reads their ``aligned``, ``mask`` and ``valid`` columns and
 decodes a donor's PNGs only when it is used. A saved bank is reused as long as the shards and the bank settings are
@@ -114,6 +115,8 @@ class DonorBank:
         self.built = built  # True when this load built the bank rather than reading a saved one
         self._pixels = pixels  # per donor: aligned PNG, mask PNG, valid PNG or None
         self.donor = lru_cache(maxsize=DECODED_CACHE)(self._decode)
+        self.appearance = arrays.get("appearance")  # [M, 128] float32 or None
+        self._describer = None
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -146,6 +149,7 @@ class DonorBank:
                 saved.get("format") == FORMAT
                 and saved.get("version") == VERSION
                 and saved.get("bank") == config.bank_key()
+                and (saved.get("appearance", False) or not config.appearance)
                 and saved.get("sources") == _sources(shards)
             ):
                 with np.load(bank_dir / FEATURES_FILE, allow_pickle=False) as data:
@@ -188,7 +192,23 @@ class DonorBank:
         """Indices and distances ``[N, k]`` of every target's ``k`` nearest donors of another identity."""
         queries = describe_all(aligned, masks, landmarks, self.config.ring_width)
         penalty = 1.0 - self.context_valid
-        return nearest(queries, self.features, penalty, list(identities), self.identities, k, self.config)
+        if not self.config.appearance:
+            return nearest(queries, self.features, penalty, list(identities), self.identities, k, self.config)
+        if self.appearance is None:
+            raise ValueError("appearance_weight > 0, but this bank holds no appearance descriptors; reload it")
+        pool = min(max(k, self.config.candidates), len(self))
+        indices, distances = nearest(
+            queries, self.features, penalty, list(identities), self.identities, pool, self.config
+        )
+        if self._describer is None:
+            from augmentor.donors.appearance import AppearanceDescriber
+
+            self._describer = AppearanceDescriber()
+        looks = self._describer(aligned, masks, landmarks)  # [N, 128]
+        gap = np.linalg.norm(self.appearance[indices] - looks[:, None], axis=-1)  # [N, pool]
+        total = distances + self.config.appearance_weight * gap / self.config.appearance_scale
+        order = np.argsort(total, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(indices, order, 1), np.take_along_axis(total, order, 1)
 
     def recontext(
         self,
@@ -286,7 +306,7 @@ def _build(shards: list[Path], config: DonorConfig) -> tuple[dict[str, np.ndarra
     if not features:
         raise ValueError(f"no face of {shards[0].parent} can be a donor (skipped: {skipped})")
     log.info("donor bank built: %d donors, skipped %s", len(features), skipped)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "features": np.stack(features).astype(np.float32),
         "landmarks": np.stack(landmarks).astype(np.float32),
         "context_valid": np.asarray(context, np.float32),
@@ -295,7 +315,25 @@ def _build(shards: list[Path], config: DonorConfig) -> tuple[dict[str, np.ndarra
         "image_id": np.asarray(ids, dtype=str),
         "identity": np.asarray(identities, dtype=str),
     }
+    if config.appearance:
+        arrays["appearance"] = _appearance(pixels, arrays["landmarks"])
     return arrays, pixels
+
+
+def _appearance(pixels: list, landmarks: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Appearance descriptors ``[M, 128]`` of every donor, decoding its PNGs again a batch at a time."""
+    from augmentor.donors.appearance import AppearanceDescriber
+    from augmentor.preprocessing.shards import decode_mask, decode_png
+
+    describer = AppearanceDescriber()
+    out = np.zeros((len(pixels), 128), np.float32)
+    for start in range(0, len(pixels), batch):
+        part = pixels[start : start + batch]
+        images = np.stack([decode_png(p[0]) for p in part])
+        masks = np.stack([decode_mask(p[1]) for p in part])
+        out[start : start + len(part)] = describer(images, masks, landmarks[start : start + len(part)])
+        log.info("appearance descriptors: %d of %d donors", start + len(part), len(pixels))
+    return out
 
 
 def _read_pixels(shards: list[Path], arrays: dict[str, np.ndarray]) -> list[tuple[bytes, bytes, bytes | None]]:
@@ -332,6 +370,7 @@ def _save(bank_dir: Path, arrays: dict[str, np.ndarray], shards: list[Path], con
             "shards": os.path.relpath(shards[0].parent, bank_dir),
             "count": len(arrays["features"]),
             "bank": config.bank_key(),
+            "appearance": "appearance" in arrays,
             "sources": _sources(shards),
         }
         (tmp / BANK_FILE).write_text(json.dumps(meta, indent=2))

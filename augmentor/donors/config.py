@@ -28,11 +28,18 @@ class DonorConfig:
     shape_scale: float = 3.0  # aligned px that count as one unit of distance
     pose_scale: float = 0.05  # yaw/pitch proxy units that count as one unit of distance
     invalid_penalty: float = 4.0  # distance added per unit share of the donor's context filled by reflection
+    # Appearance (off by default): > 0 re-ranks the `candidates` nearest donors by the dlib-ResNet descriptor
+    # distance of the two faces' chips (face pixels only), adding appearance_weight * L2 / appearance_scale. It
+    # favours donors of a like gender and age; it costs a descriptor pass per face (about 66 ms of CPU) and per
+    # donor when the bank is built, and on CelebA validation it raised the seam error a little (docs/donors.md).
+    appearance_weight: float = 0.0
+    appearance_scale: float = 0.3  # descriptor L2 that counts as one unit of distance (same person: < 0.6)
+    candidates: int = 50  # donors the appearance term re-ranks
 
     # Composition.
     refine: bool = True  # fit the donor's face outline to the target's with a similarity transform
-    max_refine_scale: float = 0.12  # largest relative scale change of that fit (else it is skipped)
-    max_refine_shift: float = 8.0  # largest shift of that fit, px
+    max_refine_scale: float = 0.12  # largest relative scale change of that fit (clamped to it)
+    max_refine_shift: float = 8.0  # largest shift of that fit's outline centre, px (clamped to it)
     colour_near: float = 1.0  # share of the border colour shift applied at the seam
     colour_far: float = 0.4  # share of it applied far from the seam
     colour_decay: float = 10.0  # px over which the share falls from near to far
@@ -44,3 +51,8 @@ class DonorConfig:
     def bank_key(self) -> dict:
         """The settings a saved bank must share with this config to be reused."""
         return {name: getattr(self, name) for name in BANK_FIELDS}
+
+    @property
+    def appearance(self) -> bool:
+        """Whether the search needs the faces' appearance descriptors (a bank without them is rebuilt)."""
+        return self.appearance_weight > 0
