@@ -99,3 +99,43 @@ def plot_loss_curves(metrics_path: str | Path, out_path: str | Path) -> Path | N
     fig.savefig(out_path, dpi=90)
     plt.close(fig)
     return out_path
+
+
+def plot_gan_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
+    """The adversarial game per epoch from ``metrics.jsonl``: mean raw D(real) and D(fake), the norm of the
+    adversarial gradient reaching the generator, per block, and the validation SWD and SSIM where measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    blocks = sorted({int(k.rsplit("_", 1)[1]) for m in lines for k in m["train"] if k.startswith("d_real_")})
+    if not lines or not blocks:
+        return None
+    epochs = [m["epoch"] for m in lines]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    for r in blocks:
+        axes[0].plot(epochs, [m["train"].get(f"d_real_{r}", np.nan) for m in lines], label=f"{r} real")
+        axes[0].plot(epochs, [m["train"].get(f"d_fake_{r}", np.nan) for m in lines], "--", label=f"{r} fake")
+        axes[1].plot(epochs, [m["train"].get(f"adv_grad_{r}", np.nan) for m in lines], marker=".", label=str(r))
+    axes[0].set_title("mean raw D score")
+    axes[1].set_title("adversarial gradient norm at G's output")
+    axes[1].set_yscale("log")
+    swd_keys = sorted(
+        {k for m in lines for k in m.get("quality", {}) if k.startswith("swd_")}, key=lambda k: -int(k[4:])
+    )
+    for key in swd_keys:
+        axes[2].plot(epochs, [m.get("quality", {}).get(key, np.nan) for m in lines], marker=".", label=key[4:] + " px")
+    axes[2].set_title("validation SWD x1e3 (lower: more realistic)")
+    axes[3].plot(epochs, [m.get("quality", {}).get("ssim", np.nan) for m in lines], marker=".")
+    axes[3].set_title("validation SSIM")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    for ax in axes[:3]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=90)
+    plt.close(fig)
+    return out_path

@@ -110,7 +110,8 @@ def test_zero_weights_skip_terms():
     total, logs = loss.generator({32: torch.ones(1, 3, 32, 32)}, real, {32: torch.zeros(1, 1)})
     assert set(logs) == {"l1_32"} and total.item() == pytest.approx(1.0)
     d_total, d_logs = loss.discriminator({32: torch.ones(3, 1)}, {32: torch.zeros(3, 1)})
-    assert set(d_logs) == {"d_32"} and d_total.item() == pytest.approx(0.5 * 0.01)
+    assert set(d_logs) == {"d_32", "d_real_32", "d_fake_32"} and d_total.item() == pytest.approx(0.5 * 0.01)
+    assert float(d_logs["d_real_32"]) == 1.0 and float(d_logs["d_fake_32"]) == 0.0
 
 
 def test_ssim_loss_matches_the_evaluation_metric_and_has_gradients():

@@ -99,18 +99,27 @@ def test_input_pyramid_uses_only_face_pixels():
     assert torch.allclose(levels[16][0][0, :, 8, 8], truth[16][0, :, 8, 8], atol=1e-6)
 
 
+@pytest.mark.parametrize("norm", ["spectral", "none"])
 @pytest.mark.parametrize("resolution", RESOLUTIONS)
-def test_discriminator_range_and_structure(resolution):
+def test_discriminator_gives_raw_scores_without_batch_norm(resolution, norm):
     torch.manual_seed(0)
-    d = Discriminator(resolution, TINY)
+    d = Discriminator(resolution, TINY, norm)
     x = torch.randn(4, 3, resolution, resolution) * 3
     y = d(x)
-    assert y.shape == (4, 1) and torch.all((y > 0) & (y < 1))
-    convs = [m for m in d.net if isinstance(m, torch.nn.Conv2d)]
-    norms = [m for m in d.net if isinstance(m, torch.nn.BatchNorm2d)]
+    assert y.shape == (4, 1) and torch.isfinite(y).all()
+    assert not any(isinstance(m, (torch.nn.Sigmoid, torch.nn.BatchNorm2d)) for m in d.modules())
+    d.eval()  # spectral norm's power iteration is frozen in eval mode
+    # Raw scores are unbounded: a large scoring bias takes them past (0, 1).
+    with torch.no_grad():
+        d.net[-2].bias.fill_(5.0)
+    assert (d(x) > 1).all()
+    # Each image is scored alone: no batch statistics, so a batch of one gives the same score.
+    torch.testing.assert_close(d(x[:1]), d(x)[:1], rtol=1e-4, atol=1e-5)
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
     assert not any(isinstance(m, (torch.nn.MaxPool2d, torch.nn.Linear)) for m in d.modules())
-    assert len(norms) == len(convs) - 2  # every convolution but the first and the scoring one
     assert any(c.stride == (2, 2) for c in convs) or resolution == 4
+    spectral = [c for c in convs if hasattr(c, "parametrizations")]
+    assert len(spectral) == (len(convs) if norm == "spectral" else 0)
 
 
 def test_he_initialisation():

@@ -68,7 +68,7 @@ def test_pack_matches_the_shards(face_shards, pack_dir):
     assert summary["rows"] == 10 and summary["mean_abs_error"] == pytest.approx(float(error.mean()), abs=0.05)
     assert summary["config"]["image_format"] == "webp" and summary["fingerprint"] == original.fingerprint
     faces = pq.read_table(pack_dir / "faces.parquet")
-    assert set(faces.column_names) == {"image_id", "identity", "border_fraction", "mask_area", "aligned", "mask"}
+    assert set(faces.column_names) == {"image_id", "identity", "border_fraction", "mask_area", "aligned", "mask", "valid"}
     assert all(b[:4] == b"RIFF" and b[8:12] == b"WEBP" for b in faces["aligned"].to_pylist())
     shards = read_shards(face_shards, status="ok")
     assert sum(map(len, faces["aligned"].to_pylist())) < 0.4 * sum(map(len, shards["aligned"].to_pylist()))

@@ -54,14 +54,15 @@ def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Warp ``image`` into the ``size x size`` aligned frame.
 
     Pixels outside the source are filled by reflection (like the padded CelebA images). When the
     transform shrinks by more than 2x the source is first reduced with area averaging, to avoid aliasing.
 
     Returns:
-        The aligned ``[size, size, 3]`` uint8 image and the share of it that lies outside the source.
+        The aligned ``[size, size, 3]`` uint8 image and its validity mask, ``[size, size]`` uint8: 1 where the pixel
+        comes from inside the source photo, 0 where it was filled by reflection (such pixels must carry no loss).
     """
     import cv2
 
@@ -82,4 +83,4 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> tuple[np.ndarray, 
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
-    return aligned, 1.0 - float(inside.mean())
+    return aligned, inside

@@ -72,7 +72,7 @@ class FaceMasker:
         template = self.config.template
         points = self.landmarks(image, box)
         matrix = similarity_from_eyes(*eye_centres(points), template)
-        aligned, border = warp(image, matrix, template.size)
+        aligned, valid = warp(image, matrix, template.size)
         aligned_points = transform_points(matrix, points).astype(np.float32)
         mask = hull_mask(aligned_points, template.size)
         if not mask.any():
@@ -84,5 +84,6 @@ class FaceMasker:
             landmarks=aligned_points,
             transform=matrix,
             box=box,
-            border_fraction=border,
+            border_fraction=1.0 - float(valid.mean()),
+            valid=valid,
         )

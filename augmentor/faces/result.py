@@ -53,6 +53,7 @@ class MaskedFace:
     transform: np.ndarray | None = None  # [2, 3] float64, source pixel -> aligned pixel
     box: tuple[int, int, int, int] | None = None  # detection (left, top, right, bottom) in source pixels
     border_fraction: float = 0.0  # share of the aligned crop that fell outside the source image
+    valid: np.ndarray | None = None  # [S, S] uint8, 1 = inside the source photo, 0 = filled by reflection
 
     @property
     def ok(self) -> bool:

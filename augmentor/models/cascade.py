@@ -139,7 +139,9 @@ class Discriminators(nn.Module):
 
     def __init__(self, config: CascadeConfig):
         super().__init__()
-        self.nets = nn.ModuleDict({str(r): Discriminator(r, config.d_widths) for r in config.resolutions})
+        self.nets = nn.ModuleDict(
+            {str(r): Discriminator(r, config.d_widths, config.d_norm) for r in config.resolutions}
+        )
 
     def forward(self, images: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         return {r: self.nets[str(r)](x) for r, x in images.items()}

@@ -23,6 +23,7 @@ class CascadeConfig:
     mask_channel: bool = False  # also feed the mask as an input channel (the paper feeds the masked face only)
     noise_channels: int = 0  # extra N(0, 1) input channels for diverse outputs (0: deterministic, as the paper)
     upsample_channels: int = 3  # channels of the learned pixel-shuffle upscaling between blocks
+    d_norm: str = "spectral"  # discriminator weight normalisation: spectral (Miyato et al. 2018) or none
 
     def __post_init__(self) -> None:
         self.resolutions = tuple(int(r) for r in self.resolutions)
@@ -36,6 +37,8 @@ class CascadeConfig:
             missing = [r for r in range(2, 20) if 2**r in needed and 2**r not in widths]
             if missing:
                 raise ValueError(f"{name} lacks resolution(s) {[2**r for r in missing]}")
+        if self.d_norm not in ("none", "spectral"):
+            raise ValueError(f"d_norm must be 'none' or 'spectral', got {self.d_norm!r}")
         if self.noise_channels < 0 or self.upsample_channels < 1:
             raise ValueError("noise_channels must be >= 0 and upsample_channels >= 1")
 

@@ -56,6 +56,7 @@ def face_row(face: MaskedFace) -> dict[str, Any]:
             "landmarks": None,
             "mask_area": None,
             "border_fraction": None,
+            "valid": None,
         }
     return {
         "status": face.status.value,
@@ -65,6 +66,8 @@ def face_row(face: MaskedFace) -> dict[str, Any]:
         "landmarks": face.landmarks.reshape(-1).astype(np.float32),
         "mask_area": float(face.mask.mean()),
         "border_fraction": float(face.border_fraction),
+        # Stored only where part of the crop lay outside the photo; null means every pixel is valid.
+        "valid": encode_png(face.valid * 255) if face.valid is not None and not face.valid.all() else None,
     }
 
 

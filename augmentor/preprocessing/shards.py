@@ -16,6 +16,8 @@ mask               binary (PNG), null if fail  the 128x128 face mask, 255 = face
 landmarks          fixed list<float32>[136]    the 68 aligned landmarks, x0, y0, x1, y1, ...
 mask_area          float32                     share of the crop inside the face hull
 border_fraction    float32                     share of the crop that lay outside the source image
+valid              binary (PNG), nullable      255 = inside the source photo, 0 = reflection fill (no loss
+                                               there); null when the whole crop is inside the photo
 =================  ==========================  ======================================================
 
 An ``augmentor pack`` folder (:mod:`augmentor.training.pack`) holds the ``ok`` rows alone in one ``faces.parquet``, with the
@@ -46,6 +48,7 @@ SHARD_SCHEMA = pa.schema(
         ("landmarks", pa.list_(pa.float32(), 136)),
         ("mask_area", pa.float32()),
         ("border_fraction", pa.float32()),
+        ("valid", pa.binary()),
     ]
 )
 
@@ -97,6 +100,13 @@ def _decode_pil(data: bytes, grey: bool) -> np.ndarray:
 def decode_mask(data: bytes) -> np.ndarray:
     """A stored mask as ``[H, W]`` uint8 in {0, 1}."""
     return (decode_png(data, grey=True) > 127).astype(np.uint8)
+
+
+def decode_valid(data: bytes | None, size: int) -> np.ndarray:
+    """A stored validity mask as ``[H, W]`` uint8 in {0, 1}; null (older shards, or a crop inside the photo) is all 1."""
+    if data is None:
+        return np.ones((size, size), np.uint8)
+    return decode_mask(data)
 
 
 def shard_paths(directory: str | Path) -> list[Path]:

@@ -184,8 +184,13 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return read_checkpoint_config(directory, FORMAT, FORMAT_VERSION)
 
 
-def load_weights(module: torch.nn.Module, directory: str | Path) -> torch.nn.Module:
+def load_weights(module: torch.nn.Module, directory: str | Path, grow_inputs: bool = False) -> torch.nn.Module:
     """Load a checkpoint folder's weights (one file or shards) into ``module`` as float32, requiring an exact match.
+
+    Args:
+        grow_inputs: Also accept a convolution whose stored weight has fewer input channels than the module's
+            (a generator that gained noise channels, which come last in every block's input): the extra input
+            channels get zero weights, so the grown model starts out computing exactly what the stored one did.
 
     Raises:
         FileNotFoundError: the weights file is missing.
@@ -193,6 +198,15 @@ def load_weights(module: torch.nn.Module, directory: str | Path) -> torch.nn.Mod
     """
     weights = Path(directory) / MODEL_FILE
     state = {k: v.float() if v.is_floating_point() else v for k, v in read_state(directory).items()}
+    if grow_inputs:
+        own = module.state_dict()
+        for key, value in state.items():
+            target = own.get(key)
+            if target is not None and value.ndim == 4 and target.shape[0] == value.shape[0]:
+                extra = target.shape[1] - value.shape[1]
+                if extra > 0 and target.shape[2:] == value.shape[2:]:
+                    zeros = value.new_zeros(value.shape[0], extra, *value.shape[2:])
+                    state[key] = torch.cat([value, zeros], dim=1)
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from augmentor.preprocessing.shards import decode_mask, decode_png, read_faces
+from augmentor.preprocessing.shards import decode_mask, decode_png, decode_valid, read_faces
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ class DataConfig:
     """Where the training faces come from and how they are split."""
 
     path: str = ""  # an `augmentor preprocess` output folder, or an `augmentor pack` folder / its faces.parquet
+    extra_paths: tuple[str, ...] = ()  # more such folders, concatenated (e.g. celeba-extra); ids must not collide
     val_fraction: float = 0.05  # share of identities held out for validation
     max_padded_fraction: float = 1.0  # drop rows whose listing's padded_fraction is larger (CelebA's padded images)
     max_border_fraction: float = 1.0  # drop rows whose aligned crop lay more than this much outside the photo
@@ -38,6 +39,11 @@ class FaceSet:
     identities: list[str]
     image_ids: list[str]
     fingerprint: str  # sha256 of the sorted image ids, recorded in checkpoints
+    valid: torch.Tensor | None = None  # [N, 1, S, S] uint8, 0 = beyond the photo's edge (no loss); None: all valid
+
+    def __post_init__(self) -> None:
+        if self.valid is None:
+            self.valid = torch.ones_like(self.masks)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -50,6 +56,7 @@ class FaceSet:
             [self.identities[i] for i in index],
             [self.image_ids[i] for i in index],
             self.fingerprint,
+            self.valid[idx],
         )
 
 
@@ -69,30 +76,52 @@ def usable_rows(table: pa.Table, max_padded_fraction: float = 1.0, max_border_fr
 
 
 def load_faces(config: DataConfig) -> FaceSet:
-    """Read and decode the ``ok`` rows of a preprocess folder or of a pack.
+    """Read and decode the ``ok`` rows of a preprocess folder or of a pack (and of ``extra_paths``).
 
     Raises:
-        FileNotFoundError: no shards and no pack at ``config.path``.
-        ValueError: no usable row after filtering.
+        FileNotFoundError: no shards and no pack at one of the paths.
+        ValueError: no usable row after filtering, or two sources share an image id.
     """
-    table = read_faces(config.path)
+    sources = [config.path, *config.extra_paths]
+    parts = [_load_one(path, config) for path in sources]
+    ids = [i for part in parts for i in part.image_ids]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"image ids collide across {sources}: give each source its own preprocess folder")
+    faces = FaceSet(
+        images=torch.cat([p.images for p in parts]),
+        masks=torch.cat([p.masks for p in parts]),
+        identities=[i for p in parts for i in p.identities],
+        image_ids=ids,
+        fingerprint=fingerprint(ids),
+        valid=torch.cat([p.valid for p in parts]),
+    )
+    if config.limit is not None:
+        faces = faces.subset(np.arange(min(config.limit, len(faces))))
+    log.info("loaded %d faces from %s", len(faces), ", ".join(sources))
+    return faces
+
+
+def _load_one(path: str, config: DataConfig) -> FaceSet:
+    table = read_faces(path)
     table = table.filter(usable_rows(table, config.max_padded_fraction, config.max_border_fraction))
     if config.limit is not None:
         table = table.slice(0, config.limit)
     if table.num_rows == 0:
-        raise ValueError(f"no usable faces in {config.path} after filtering")
+        raise ValueError(f"no usable faces in {path} after filtering")
     aligned, masks = table["aligned"].to_pylist(), table["mask"].to_pylist()
     with ThreadPoolExecutor() as pool:  # cv2 and PIL release the GIL while decoding
         images = np.stack(list(pool.map(decode_png, aligned)))  # [N, S, S, 3]
         mask_arr = np.stack(list(pool.map(decode_mask, masks)))  # [N, S, S]
+    stored = table["valid"].to_pylist() if "valid" in table.column_names else [None] * len(masks)
+    valid = np.stack([decode_valid(v, mask_arr.shape[-1]) for v in stored])  # [N, S, S]
     ids = table["image_id"].to_pylist()
-    log.info("loaded %d faces from %s", len(ids), config.path)
     return FaceSet(
         images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
         masks=torch.from_numpy(mask_arr)[:, None].contiguous(),
         identities=[str(i) for i in table["identity"].to_pylist()],
         image_ids=ids,
         fingerprint=fingerprint(ids),
+        valid=torch.from_numpy(valid)[:, None].contiguous(),
     )
 
 
@@ -128,8 +157,8 @@ def batches(num: int, batch_size: int, generator: torch.Generator, shuffle: bool
         yield order[start : start + batch_size]
 
 
-def mirror(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flip a random half of the batch left-right."""
+def mirror(images: torch.Tensor, *others: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Flip a random half of the batch left-right; ``others`` (masks, validity) flip with their images."""
     flip = torch.rand(images.shape[0], generator=generator) < 0.5
     flip = flip.to(images.device)[:, None, None, None]
-    return torch.where(flip, images.flip(-1), images), torch.where(flip, masks.flip(-1), masks)
+    return tuple(torch.where(flip, x.flip(-1), x) for x in (images, *others))

@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+import torch.nn.functional as F
 
 from augmentor.config import from_dict, to_dict
 from augmentor.models import Cascade, CascadeConfig, Discriminators, image_pyramid, input_pyramid
-from augmentor.precision import pick_device
+from augmentor.precision import native_bf16, pick_device
 from augmentor.training.checkpoints import save_generator
 from augmentor.training.data import (
     DataConfig,
@@ -33,11 +32,13 @@ from augmentor.training.data import (
     mirror,
     split_by_identity,
     to_model_range,
-    to_uint8,
 )
-from augmentor.training.losses import CascadeLoss, LossConfig
+from augmentor.training.diffaugment import diff_augment
+from augmentor.training.losses import CascadeLoss, LossConfig, d_r1, g_adversarial, g_mode_seeking
+from augmentor.training.run_state import RunStateMixin
 from augmentor.training.schedule import progressive_stage
-from augmentor.visualize import cascade_grid, plot_loss_curves, save_png
+from augmentor.training.validation import ValidationMixin
+from augmentor.visualize import plot_gan_curves, plot_loss_curves
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,11 @@ class TrainConfig:
     min_delta: float = 1e-4  # smallest validation-loss decrease that counts as improvement
     seed: int = 0
     device: str = "auto"  # auto: cuda if available, else cpu
-    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True  # channels_last memory format on CUDA
+    bf16: bool = True  # bf16 autocast of every network on CUDA and on CPUs with native bf16; losses stay fp32
+    channels_last: bool = True  # channels_last memory format for every network and input (CPU and CUDA)
+    fused_adam: bool = True  # Adam's fused kernel where torch has one for the device
+    log_every: int = 50  # steps between measurements of the adversarial gradient reaching the generator
+    keep_every: int = 0  # also keep the generator of every N-th epoch in epochs/ (0: none), to pick one later
     max_steps_per_epoch: int | None = None  # cap steps per epoch (smoke tests)
     max_minutes: float | None = None  # wall-clock budget of fit(): ends the epoch in which it runs out, then stops
     num_samples: int = 8  # validation faces in each epoch's sample grid
@@ -74,14 +78,24 @@ class TrainConfig:
     val_batch_size: int = 32
 
 
-class Trainer:
+def _adam(params, lr: float, betas: tuple[float, float], fused: bool) -> torch.optim.Adam:
+    """Adam, with the fused kernel where asked and this torch build has one for the device."""
+    params = list(params)
+    if fused:
+        try:
+            return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+        except (RuntimeError, TypeError):
+            log.info("no fused Adam for this device: using the default implementation")
+    return torch.optim.Adam(params, lr=lr, betas=betas)
+
+
+class Trainer(ValidationMixin, RunStateMixin):
     """One training run. Build with a config and a run folder; call :meth:`fit`."""
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, faces: FaceSet | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.device = pick_device(cfg.device)
-        cuda = self.device.type == "cuda"
         torch.manual_seed(cfg.seed)
         self.faces = faces if faces is not None else load_faces(cfg.data)
         train_idx, val_idx = split_by_identity(self.faces.identities, cfg.data.val_fraction, cfg.seed)
@@ -92,12 +106,15 @@ class Trainer:
         self.generator = Cascade(cfg.model).to(self.device)
         self.discriminators = Discriminators(cfg.model).to(self.device)
         self.loss = CascadeLoss(cfg.loss).to(self.device)
-        if cuda and cfg.channels_last:
+        self.channels_last = cfg.channels_last
+        if self.channels_last:
             for m in (self.generator, self.discriminators, self.loss):
                 m.to(memory_format=torch.channels_last)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas)
-        self.opt_d = torch.optim.Adam(self.discriminators.parameters(), lr=cfg.lr_d, betas=cfg.betas)
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.bf16 else contextlib.nullcontext()
+        self.opt_g = _adam(self.generator.parameters(), cfg.lr_g, cfg.betas, cfg.fused_adam)
+        self.opt_d = _adam(self.discriminators.parameters(), cfg.lr_d, cfg.betas, cfg.fused_adam)
+        self.bf16 = cfg.bf16 and native_bf16(self.device)
+        if self.loss.face is not None:
+            self.loss.face.autocast = self._autocast
         self.epoch = 0  # next epoch to run
         self.step = 0
         self.best = math.inf
@@ -105,6 +122,17 @@ class Trainer:
         # The training faces live on the device as uint8: one gather per batch, no loader processes.
         self.train_images = self.train_set.images.to(self.device)
         self.train_masks = self.train_set.masks.to(self.device)
+        self.train_valid = self.train_set.valid.to(self.device)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast for the networks where the device runs bf16 natively (losses opt out inside)."""
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @property
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return self._autocast()
 
     # --- schedule ---------------------------------------------------------------------------------------------
     def active(self, epoch: int, progress: float) -> tuple[int, float]:
@@ -121,148 +149,112 @@ class Trainer:
         return (top,)
 
     # --- one step ---------------------------------------------------------------------------------------------
-    def _inputs(self, images: torch.Tensor, masks: torch.Tensor):
+    def _inputs(self, images: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None):
+        """Input pyramid, ground-truth pyramid and validity pyramid (a level's pixel is valid if all it covers is)."""
         image, mask = to_model_range(images, masks)  # [B, 3, S, S] in [-1, 1], [B, 1, S, S]
-        if self.device.type == "cuda" and self.cfg.channels_last:
-            image, mask = (
-                image.contiguous(memory_format=torch.channels_last),
-                mask.contiguous(memory_format=torch.channels_last),
-            )
+        valid = torch.ones_like(mask) if valid is None else valid.float()
+        if self.channels_last:
+            image, mask, valid = (x.contiguous(memory_format=torch.channels_last) for x in (image, mask, valid))
         res = self.cfg.model.resolutions
-        return input_pyramid(image * mask, mask, res), image_pyramid(image, res)
+        size = image.shape[-1]
+        valids = {r: valid if r == size else -F.max_pool2d(-valid, size // r) for r in res}
+        return input_pyramid(image * mask, mask, res), image_pyramid(image, res), valids
 
-    def train_step(self, images: torch.Tensor, masks: torch.Tensor, top: int, fade: float, noise: torch.Generator):
-        levels, reals = self._inputs(images, masks)
+    def _noise(self, batch: int, top: int, rng: torch.Generator) -> dict[int, torch.Tensor] | None:
+        channels = self.cfg.model.noise_channels
+        if not channels:
+            return None
+        res = [r for r in self.cfg.model.resolutions if r <= top]
+        return {r: torch.randn(batch, channels, r, r, generator=rng, device=self.device) for r in res}
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.cfg.loss.diffaugment) if self.cfg.loss.diffaugment else x
+
+    def adversarial_blocks(self, keep: tuple[int, ...]) -> tuple[int, ...]:
+        """The loss blocks that have a discriminator."""
+        lc = self.cfg.loss
+        return tuple(r for r in keep if r >= lc.adversarial_from) if lc.adversarial > 0 else ()
+
+    def train_step(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        top: int,
+        fade: float,
+        noise: torch.Generator,
+        valid: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One discriminator and one generator update on a uint8 batch; ``valid`` is 0 beyond the photo's edge."""
+        lc = self.cfg.loss
+        diverse = lc.diversity > 0 and self.cfg.model.noise_channels > 0 and images.shape[0] >= 2
+        if diverse:  # mode seeking: the second half repeats the first half's faces with other noise
+            half = images.shape[0] // 2
+            images, masks = images[:half].repeat(2, 1, 1, 1), masks[:half].repeat(2, 1, 1, 1)
+            valid = None if valid is None else valid[:half].repeat(2, 1, 1, 1)
+        levels, reals, valids = self._inputs(images, masks, valid)
         keep = self.loss_resolutions(top)
-        use_d = self.cfg.loss.adversarial > 0
+        blocks = self.adversarial_blocks(keep)
+        z = self._noise(images.shape[0], top, noise)
         with self.autocast:
-            outputs = self.generator(levels, upto=top, fade=fade, generator=noise)
+            outputs = self.generator(levels, upto=top, fade=fade, noise=z)
         fakes = {r: outputs[r] for r in keep}
         logs: dict[str, torch.Tensor] = {}
-        if use_d:
-            with self.autocast:
-                d_real = {r: self.discriminators[r](reals[r]) for r in keep}
-                d_fake = {r: self.discriminators[r](fakes[r].detach()) for r in keep}
-                d_total, d_logs = self.loss.discriminator(d_real, d_fake)
-            self.opt_d.zero_grad(set_to_none=True)
-            d_total.backward()
-            self.opt_d.step()
-            logs.update(d_logs)
+        if blocks:
+            # Beyond the photo's edge the real sample shows the fake's own pixels: no loss, and no real/fake cue.
+            targets = {r: torch.where(valids[r] > 0.5, reals[r], fakes[r].detach().float()) for r in blocks}
+            logs.update(self._discriminator_step(targets, fakes, blocks))
+        self.discriminators.requires_grad_(False)  # the generator step needs no discriminator weight gradients
         with self.autocast:
-            d_scores = {r: self.discriminators[r](fakes[r]) for r in keep} if use_d else None
-            g_total, g_logs = self.loss.generator(fakes, {r: reals[r] for r in keep}, d_scores)
+            d_scores = {r: self.discriminators[r](self._augment(fakes[r])) for r in blocks}
+        g_total, g_logs = self.loss.generator(
+            fakes, {r: reals[r] for r in keep}, d_scores or None, {r: valids[r] for r in keep}
+        )
+        if diverse:
+            half = images.shape[0] // 2
+            out, zt = fakes[top].float(), z[top]
+            ms = g_mode_seeking(out[:half], out[half:], zt[:half], zt[half:], lc.diversity_bound)
+            g_total = g_total + lc.diversity * ms
+            g_logs["ms"] = ms.detach()
+        if blocks and self.step % self.cfg.log_every == 0:
+            logs.update(self._adversarial_gradients(fakes, d_scores))
         self.opt_g.zero_grad(set_to_none=True)
         g_total.backward()
         self.opt_g.step()
+        self.discriminators.requires_grad_(True)
         logs.update(g_logs)
         logs["g_total"] = g_total.detach()
         self.step += 1
         return logs
 
-    # --- validation and samples -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def validate(self, top: int) -> dict[str, float]:
-        """Mean generator terms (no adversarial term) over the validation identities."""
-        if self.val_set is None:
-            return {}
-        sums: dict[str, float] = {}
-        count = 0
-        keep = self.loss_resolutions(top)
-        for idx in batches(
-            len(self.val_set), self.cfg.val_batch_size, torch.Generator(), shuffle=False, drop_last=False
-        ):
-            images, masks = self.val_set.images[idx].to(self.device), self.val_set.masks[idx].to(self.device)
-            levels, reals = self._inputs(images, masks)
-            with self.autocast:
-                outputs = self.generator(levels, upto=top, generator=torch.Generator(self.device).manual_seed(0))
-                total, logs = self.loss.generator({r: outputs[r] for r in keep}, {r: reals[r] for r in keep}, None)
-            n = len(idx)
-            count += n
-            for k, v in {**logs, "loss": total}.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * n
-        return {k: v / count for k, v in sums.items()}
-
-    @torch.no_grad()
-    def sample_grid(self, top: int, path: Path) -> Path | None:
-        source = self.val_set if self.val_set is not None else self.train_set
-        # One face per identity first, so the grid shows variety.
-        firsts = sorted({ident: i for i, ident in reversed(list(enumerate(source.identities)))}.values())
-        taken = set(firsts)
-        rest = [i for i in range(len(source)) if i not in taken]
-        idx = torch.as_tensor((firsts + rest)[: self.cfg.num_samples])
-        images, masks = source.images[idx].to(self.device), source.masks[idx].to(self.device)
-        levels, reals = self._inputs(images, masks)
+    def _discriminator_step(
+        self, targets: dict[int, torch.Tensor], fakes: dict[int, torch.Tensor], blocks: tuple[int, ...]
+    ) -> dict[str, torch.Tensor]:
+        lc = self.cfg.loss
+        lazy_r1 = lc.r1 > 0 and self.step % lc.r1_every == 0
+        reals_in = {r: targets[r].detach().requires_grad_(lazy_r1) for r in blocks}
         with self.autocast:
-            outputs = self.generator(levels, upto=top, generator=torch.Generator(self.device).manual_seed(0))
-        size = self.cfg.model.resolutions[-1]
+            d_real = {r: self.discriminators[r](self._augment(reals_in[r])) for r in blocks}
+            d_fake = {r: self.discriminators[r](self._augment(fakes[r].detach())) for r in blocks}
+        d_total, logs = self.loss.discriminator(d_real, d_fake)
+        if lazy_r1:
+            penalty = torch.stack([d_r1(d_real[r], reals_in[r]) for r in blocks]).sum()
+            d_total = d_total + 0.5 * lc.r1 * lc.r1_every * penalty  # lazy: scaled by the interval
+            logs["r1"] = penalty.detach()
+        self.opt_d.zero_grad(set_to_none=True)
+        d_total.backward()
+        self.opt_d.step()
+        return logs
 
-        def to_numpy(x: torch.Tensor) -> np.ndarray:
-            return to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
-
-        grid = cascade_grid(
-            to_numpy(levels[size][0]), {r: to_numpy(o) for r, o in outputs.items()}, to_numpy(reals[size])
-        )
-        return save_png(grid, path)
-
-    # --- checkpoints ------------------------------------------------------------------------------------------
-    def _meta(self) -> dict:
-        return {
-            "loss": to_dict(self.cfg.loss),
-            "regime": self.cfg.regime,
-            "data_fingerprint": self.faces.fingerprint,
-            "epochs_trained": self.epoch,
-            "steps": self.step,
-            "best_val_loss": self.best,
-            "init_from": self.cfg.init_from,  # epochs and steps count from there
-        }
-
-    def save_resume(self) -> None:
-        resume = self.run_dir / "resume"
-        resume.mkdir(parents=True, exist_ok=True)
-        save_generator(self.generator, self.run_dir / "last", self._meta())
-        d_state = {k: v.detach().cpu().contiguous() for k, v in self.discriminators.state_dict().items()}
-        save_file(d_state, str(resume / ".discriminators.safetensors.tmp"))
-        (resume / ".discriminators.safetensors.tmp").replace(resume / "discriminators.safetensors")
-        state = {
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "counters": torch.tensor([self.epoch, self.step, self.bad_epochs], dtype=torch.long),
-            "best": torch.tensor(self.best, dtype=torch.float64),
-        }
-        torch.save(state, resume / ".state.pt.tmp")
-        (resume / ".state.pt.tmp").replace(resume / "state.pt")
-
-    def load_resume(self) -> None:
-        from augmentor.training.checkpoints import load_generator
-
-        generator, _ = load_generator(self.run_dir / "last", self.device)
-        self.generator.load_state_dict(generator.state_dict())
-        resume = self.run_dir / "resume"
-        self.discriminators.load_state_dict(
-            load_file(str(resume / "discriminators.safetensors"), device=str(self.device))
-        )
-        state = torch.load(resume / "state.pt", map_location=self.device, weights_only=True)
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.epoch, self.step, self.bad_epochs = (int(v) for v in state["counters"])
-        self.best = float(state["best"])
-        log.info("resumed %s at epoch %d (step %d)", self.run_dir, self.epoch, self.step)
-
-    def load_init(self, source: Path) -> None:
-        """Copy weights from ``source`` (see ``TrainConfig.init_from``); the architectures must match."""
-        from augmentor.training.checkpoints import load_weights
-
-        run = source if (source / "last").is_dir() else None
-        generator_dir = source / "last" if run else source
-        try:
-            load_weights(self.generator, generator_dir)
-        except (FileNotFoundError, ValueError, RuntimeError) as exc:  # RuntimeError: tensor shapes differ
-            raise ValueError(f"init_from {source}: cannot start this model from {generator_dir}: {exc}") from exc
-        d_file = run / "resume" / "discriminators.safetensors" if run else None
-        with_d = d_file is not None and d_file.is_file()
-        if with_d:
-            self.discriminators.load_state_dict(load_file(str(d_file), device=str(self.device)))
-        log.info("initialised from %s%s", generator_dir, " with its discriminators" if with_d else "")
+    def _adversarial_gradients(
+        self, fakes: dict[int, torch.Tensor], d_scores: dict[int, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Per block, the mean per-image norm of the adversarial term's gradient w.r.t. the generated image."""
+        kind, target = self.cfg.loss.adversarial_kind, self.cfg.loss.lsgan_target
+        logs = {}
+        for r, score in d_scores.items():
+            (grad,) = torch.autograd.grad(g_adversarial(kind, score.float(), target), fakes[r], retain_graph=True)
+            logs[f"adv_grad_{r}"] = grad.float().flatten(1).norm(dim=1).mean().detach()
+        return logs
 
     # --- the loop ---------------------------------------------------------------------------------------------
     def fit(self) -> Path:
@@ -279,6 +271,7 @@ class Trainer:
             data_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)  # per epoch: resumable
             noise_rng = torch.Generator(self.device).manual_seed(cfg.seed * 1_000_003 + epoch)
             sums: dict[str, torch.Tensor] = {}
+            counts: dict[str, int] = {}  # some terms (the adversarial gradient) are measured on some steps only
             steps, out_of_time = 0, False
             start = time.perf_counter()
             bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False)
@@ -287,12 +280,13 @@ class Trainer:
                     break
                 top, fade = self.active(epoch, i / per_epoch)
                 idx = idx.to(self.device)
-                images, masks = self.train_images[idx], self.train_masks[idx]
+                images, masks, valid = self.train_images[idx], self.train_masks[idx], self.train_valid[idx]
                 if cfg.data.mirror:
-                    images, masks = mirror(images, masks, data_rng)
-                logs = self.train_step(images, masks, top, fade, noise_rng)
+                    images, masks, valid = mirror(images, masks, valid, generator=data_rng)
+                logs = self.train_step(images, masks, top, fade, noise_rng, valid)
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0) + v
+                    counts[k] = counts.get(k, 0) + 1
                 steps += 1
                 bar.update(1)
                 if i % 20 == 0:
@@ -304,9 +298,10 @@ class Trainer:
             bar.close()
             seconds = time.perf_counter() - start
             top, fade = self.active(epoch, 0.999)
-            train_means = {k: float(v) / steps for k, v in sums.items()}
+            train_means = {k: float(v) / counts[k] for k, v in sums.items()}
             val = self.validate(top)
             val_loss = val.get("loss", train_means["g_total"])
+            quality = self.quality() if top == cfg.model.resolutions[-1] else {}
             self.epoch += 1
             final_stage = top == cfg.model.resolutions[-1] and fade >= 1.0
             improved = val_loss < self.best - cfg.min_delta
@@ -326,6 +321,7 @@ class Trainer:
                 "train": train_means,
                 "val": val,
                 "val_loss": val_loss,
+                "quality": quality,
                 "epoch_steps": steps,
                 "out_of_time": out_of_time,
                 "seconds": round(seconds, 3),
@@ -334,6 +330,8 @@ class Trainer:
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
             self.sample_grid(top, self.run_dir / "samples" / f"epoch_{self.epoch:04d}.png")
+            if cfg.keep_every and self.epoch % cfg.keep_every == 0:
+                save_generator(self.generator, self.run_dir / "epochs" / f"epoch_{self.epoch:04d}", self._meta())
             self.save_resume()
             log.info(
                 "epoch %d: train g %.4f, val %.4f, %.1f img/s",
@@ -351,6 +349,7 @@ class Trainer:
         if not (self.run_dir / "checkpoint").exists():  # e.g. progressive training that never reached the top
             save_generator(self.generator, self.run_dir / "checkpoint", self._meta())
         plot_loss_curves(metrics_path, self.run_dir / "loss_curves.png")
+        plot_gan_curves(metrics_path, self.run_dir / "gan_curves.png")
         return self.run_dir / "checkpoint"
 
 

@@ -9,8 +9,10 @@ Substitutions, since the paper's networks cannot be had offline:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -32,7 +34,14 @@ class LossConfig:
 
     pixel: float = 1.0  # L1 reconstruction weight
     perceptual: float = 1.0  # lambda_1, perceptual loss weight (blocks >= perceptual_from)
-    adversarial: float = 0.1  # lambda_2, LSGAN generator loss weight
+    adversarial: float = 0.1  # lambda_2, adversarial generator loss weight
+    adversarial_kind: Literal["lsgan", "hinge", "logistic"] = "lsgan"  # on raw scores; logistic = non-saturating
+    adversarial_from: int = 8  # smallest block resolution with a discriminator (fewer blocks: faster steps)
+    r1: float = 0.0  # R1 penalty weight gamma (Mescheder et al. 2018) on the discriminators' real inputs
+    r1_every: int = 4  # lazy R1: apply it every this many steps, scaled up to match (StyleGAN2)
+    diffaugment: str = ""  # DiffAugment policy for the discriminators' inputs, e.g. "color,translation,cutout"
+    diversity: float = 0.0  # weight of the bounded mode-seeking term; needs model.noise_channels > 0
+    diversity_bound: float = 0.1  # the output/noise distance ratio beyond which diversity earns nothing more
     identity: float = 10.0  # lambda_3, identity loss weight (blocks >= identity_from)
     tv: float = 1e-6  # lambda_4, total variation weight (eq. 5)
     ssim: float = 0.0  # weight of 1 - SSIM (not in the paper; needs torchmetrics), blocks >= ssim_from
@@ -40,10 +49,16 @@ class LossConfig:
     perceptual_kind: Literal["face", "lpips"] = "face"  # face: dlib-ResNet features (offline); lpips: AlexNet LPIPS
     perceptual_from: int = 32  # smallest block resolution with a perceptual loss
     identity_from: int = 32  # smallest block resolution with an identity loss
-    real_label: float = 0.9  # one-sided label smoothing of the discriminators' real target
+    real_label: float = 0.9  # lsgan only: one-sided label smoothing of the discriminators' real target
     lsgan_target: float = 1.0  # c in the LSGAN generator loss
     lpips_random: bool = False  # lpips only: random backbone (pnet_rand=True), for tests without weights
     identity_weights: str | None = None  # dlib's .dat or a pack's identity.safetensors; None: the installed .dat
+
+    def __post_init__(self) -> None:
+        if self.adversarial_kind not in ("lsgan", "hinge", "logistic"):
+            raise ValueError(f"adversarial_kind must be lsgan, hinge or logistic, got {self.adversarial_kind!r}")
+        if self.r1_every < 1:
+            raise ValueError("r1_every must be >= 1")
 
 
 # --- pure functions -----------------------------------------------------------------------------------------------
@@ -84,13 +99,66 @@ def g_ssim(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 
 def g_lsgan(d_fake: torch.Tensor, target: float = 1.0) -> torch.Tensor:
-    """Least-squares generator loss (Mao et al.): ``mean((D(G(x)) - c)^2)`` with c = 1."""
+    """Least-squares generator loss (Mao et al.) on raw scores: ``mean((D(G(x)) - c)^2)`` with c = 1."""
     return (d_fake - target).pow(2).mean()
 
 
 def d_lsgan(d_real: torch.Tensor, d_fake: torch.Tensor, real_label: float = 0.9) -> torch.Tensor:
-    """Least-squares discriminator loss with one-sided label smoothing of the real batch."""
+    """Least-squares discriminator loss on raw scores (targets ``real_label`` and 0)."""
     return 0.5 * ((d_real - real_label).pow(2).mean() + d_fake.pow(2).mean())
+
+
+def g_hinge(d_fake: torch.Tensor) -> torch.Tensor:
+    """Hinge generator loss (Lim & Ye 2017; SAGAN): ``-mean(D(G(x)))``."""
+    return -d_fake.mean()
+
+
+def d_hinge(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Hinge discriminator loss: ``mean(relu(1 - D(x))) + mean(relu(1 + D(G(x))))``."""
+    return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+
+
+def g_logistic(d_fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating logistic generator loss (Goodfellow et al. 2014): ``mean(softplus(-D(G(x))))``."""
+    return F.softplus(-d_fake).mean()
+
+
+def d_logistic(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Logistic discriminator loss on logits: ``mean(softplus(-D(x))) + mean(softplus(D(G(x))))``."""
+    return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+
+
+def g_adversarial(kind: str, d_fake: torch.Tensor, lsgan_target: float = 1.0) -> torch.Tensor:
+    """The generator side of ``kind`` (lsgan, hinge or logistic)."""
+    if kind == "lsgan":
+        return g_lsgan(d_fake, lsgan_target)
+    return g_hinge(d_fake) if kind == "hinge" else g_logistic(d_fake)
+
+
+def d_adversarial(kind: str, d_real: torch.Tensor, d_fake: torch.Tensor, real_label: float = 0.9) -> torch.Tensor:
+    """The discriminator side of ``kind`` (lsgan, hinge or logistic)."""
+    if kind == "lsgan":
+        return d_lsgan(d_real, d_fake, real_label)
+    return d_hinge(d_real, d_fake) if kind == "hinge" else d_logistic(d_real, d_fake)
+
+
+def d_r1(d_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 penalty: ``mean ||grad_x D(x)||^2`` over the real batch. ``real`` must require grad."""
+    (grad,) = torch.autograd.grad(d_real.float().sum(), real, create_graph=True)
+    return grad.float().pow(2).sum(dim=(1, 2, 3)).mean()
+
+
+def g_mode_seeking(
+    out_a: torch.Tensor, out_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor, bound: float = 0.1
+) -> torch.Tensor:
+    """Diversity term: ``-min(mean|G(z_a) - G(z_b)| / mean|z_a - z_b|, bound)``.
+
+    Mode seeking (Mao et al. 2019) in the bounded form of Yang et al. 2019 (DSGAN): Mao's ``1 / (ratio + eps)``
+    has a gradient of ``1 / eps^2`` where the ratio is 0, which is exactly where a generator starts that gained
+    zero-weight noise channels. Minimising it spreads two noise draws of the same input apart, up to ``bound``.
+    """
+    ratio = (out_a - out_b).abs().mean() / (z_a - z_b).abs().mean().clamp_min(1e-8)
+    return -ratio.clamp(max=bound)
 
 
 def g_identity(emb_fake: torch.Tensor, emb_real: torch.Tensor) -> torch.Tensor:
@@ -117,14 +185,18 @@ class FaceFeatures(nn.Module):
         from augmentor.identity.network import DlibResNet
 
         self.net = DlibResNet() if random else DlibResNet.from_file(weights)
+        self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext  # set by the trainer
         self.requires_grad_(False).train(False)
 
     def train(self, mode: bool = True) -> FaceFeatures:
         return super().train(False)  # frozen: never leaves eval mode
 
     def forward(self, images: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Feature maps in float32 (the network itself may run under the trainer's bf16 autocast)."""
         x = F.interpolate((images.float() + 1) / 2, size=(150, 150), mode="bilinear", align_corners=False)
-        return self.net.features(x, layers)
+        with self.autocast():
+            feats = self.net.features(x, layers)
+        return {k: v.float() for k, v in feats.items()}
 
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
@@ -184,60 +256,80 @@ class CascadeLoss(nn.Module):
         fakes: dict[int, torch.Tensor],
         reals: dict[int, torch.Tensor],
         d_fakes: dict[int, torch.Tensor] | None = None,
+        valid: dict[int, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Sum over blocks of the weighted terms (eq. 6).
+        """Sum over blocks of the weighted terms (eq. 6), computed in float32 even under autocast.
 
         Args:
             fakes: ``{N: [B, 3, N, N]}`` generator outputs (face pasted back).
             reals: Ground truth at the same resolutions.
-            d_fakes: Discriminator scores of ``fakes``; None skips the adversarial term.
+            d_fakes: Discriminator scores of ``fakes`` (raw), for the blocks that have one; None: no adversarial term.
+            valid: ``{N: [B, 1, N, N]}``, 0 where the ground truth lies beyond the photo's edge. There the target is
+                the fake itself (detached), so those pixels carry no L1, SSIM, perceptual or identity loss.
 
         Returns:
             The total and a flat dict of detached per-block terms, e.g. ``l1_128`` (tensors, so that a
             training loop can average them on the device and synchronise rarely).
         """
         cfg = self.config
-        total = torch.zeros((), device=next(iter(fakes.values())).device)
+        device = next(iter(fakes.values())).device
+        total = torch.zeros((), device=device)
         logs: dict[str, torch.Tensor] = {}
-        for r, fake in fakes.items():
-            real = reals[r]
-            terms: dict[str, tuple[float, torch.Tensor]] = {}
-            if cfg.pixel:
-                terms["l1"] = (cfg.pixel, g_pixel_l1(fake, real))
-            if cfg.tv:
-                terms["tv"] = (cfg.tv, g_total_variation(fake))
-            if cfg.ssim and r >= cfg.ssim_from:
-                terms["ssim"] = (cfg.ssim, g_ssim(fake, real))
-            if cfg.adversarial and d_fakes is not None:
-                terms["adv"] = (cfg.adversarial, g_lsgan(d_fakes[r], cfg.lsgan_target))
-            use_perc = cfg.perceptual > 0 and r >= cfg.perceptual_from
-            use_id = cfg.identity > 0 and r >= cfg.identity_from
-            if self.face is not None and ((use_perc and cfg.perceptual_kind == "face") or use_id):
-                layers = (FACE_PERCEPTUAL_LAYERS if use_perc and cfg.perceptual_kind == "face" else ()) + (
-                    ("embedding",) if use_id else ()
-                )
-                feats_fake = self.face(fake, layers)
-                with torch.no_grad():
-                    feats_real = self.face(real, layers)
-                if use_perc and cfg.perceptual_kind == "face":
-                    terms["perc"] = (cfg.perceptual, g_feature_l1(feats_fake, feats_real, FACE_PERCEPTUAL_LAYERS))
-                if use_id:
-                    terms["id"] = (cfg.identity, g_identity(feats_fake["embedding"], feats_real["embedding"]))
-            if use_perc and self.lpips is not None:
-                terms["perc"] = (cfg.perceptual, self.lpips(fake, real))
-            for name, (weight, value) in terms.items():
-                total = total + weight * value
-                logs[f"{name}_{r}"] = value.detach()
+        # Under CPU bf16 autocast torchmetrics' SSIM convolves in bf16 even on float inputs, and every loss built
+        # from local means and variances is at risk: the terms are computed with autocast off.
+        with torch.autocast(device.type, enabled=False):
+            for r, fake in fakes.items():
+                fake = fake.float()
+                real = reals[r].float()
+                if valid is not None:
+                    real = torch.where(valid[r] > 0.5, real, fake.detach())
+                terms = self._block_terms(r, fake, real)
+                if cfg.adversarial and d_fakes is not None and r in d_fakes:
+                    adv = g_adversarial(cfg.adversarial_kind, d_fakes[r].float(), cfg.lsgan_target)
+                    terms["adv"] = (cfg.adversarial, adv)
+                for name, (weight, value) in terms.items():
+                    total = total + weight * value
+                    logs[f"{name}_{r}"] = value.detach()
         return total, logs
+
+    def _block_terms(self, r: int, fake: torch.Tensor, real: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
+        """The reconstruction terms of one block, ``name -> (weight, value)``."""
+        cfg = self.config
+        terms: dict[str, tuple[float, torch.Tensor]] = {}
+        if cfg.pixel:
+            terms["l1"] = (cfg.pixel, g_pixel_l1(fake, real))
+        if cfg.tv:
+            terms["tv"] = (cfg.tv, g_total_variation(fake))
+        if cfg.ssim and r >= cfg.ssim_from:
+            terms["ssim"] = (cfg.ssim, g_ssim(fake, real))
+        use_perc = cfg.perceptual > 0 and r >= cfg.perceptual_from
+        use_id = cfg.identity > 0 and r >= cfg.identity_from
+        face_perc = use_perc and cfg.perceptual_kind == "face"
+        if self.face is not None and (face_perc or use_id):
+            layers = (FACE_PERCEPTUAL_LAYERS if face_perc else ()) + (("embedding",) if use_id else ())
+            feats_fake = self.face(fake, layers)
+            with torch.no_grad():
+                feats_real = self.face(real, layers)
+            if face_perc:
+                terms["perc"] = (cfg.perceptual, g_feature_l1(feats_fake, feats_real, FACE_PERCEPTUAL_LAYERS))
+            if use_id:
+                terms["id"] = (cfg.identity, g_identity(feats_fake["embedding"], feats_real["embedding"]))
+        if use_perc and self.lpips is not None:
+            terms["perc"] = (cfg.perceptual, self.lpips(fake, real))
+        return terms
 
     def discriminator(
         self, d_reals: dict[int, torch.Tensor], d_fakes: dict[int, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Sum over blocks of the LSGAN discriminator loss."""
+        """Sum over blocks of the discriminator loss; logs the loss and the mean raw scores of each block."""
+        cfg = self.config
         total = torch.zeros((), device=next(iter(d_reals.values())).device)
         logs = {}
         for r, d_real in d_reals.items():
-            value = d_lsgan(d_real, d_fakes[r], self.config.real_label)
+            d_real, d_fake = d_real.float(), d_fakes[r].float()
+            value = d_adversarial(cfg.adversarial_kind, d_real, d_fake, cfg.real_label)
             total = total + value
             logs[f"d_{r}"] = value.detach()
+            logs[f"d_real_{r}"] = d_real.detach().mean()
+            logs[f"d_fake_{r}"] = d_fake.detach().mean()
         return total, logs

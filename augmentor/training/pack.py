@@ -4,7 +4,7 @@ have no cv2, dlib or face-recognition-models.
 A pack folder holds what training needs and nothing else:
 
 - ``faces.parquet``: one row per usable face: ``image_id``, ``identity``, ``border_fraction``, ``mask_area``,
-  ``padded_fraction`` (where the listing had it), ``aligned`` (the 128x128 crop as WebP or JPEG) and ``mask``
+  ``padded_fraction`` (where the listing had it), ``valid`` (the validity-mask PNG, null = all valid), ``aligned`` (the 128x128 crop as WebP or JPEG) and ``mask``
   (a 1-bit PNG, 255 = face). The column names are the preprocess shards', so :func:`augmentor.training.data.load_faces`
   reads either.
 - ``identity.safetensors``: the dlib face-recognition ResNet of the identity and face-perceptual losses, in fp16;
@@ -39,7 +39,7 @@ SUMMARY_FILE = "pack.json"
 PACK_FORMAT = "augmentor-pack"
 PACK_VERSION = 1
 PIL_FORMATS = {"webp": "WEBP", "jpeg": "JPEG"}
-KEPT_COLUMNS = ("image_id", "identity", "border_fraction", "mask_area", "padded_fraction")  # if present
+KEPT_COLUMNS = ("image_id", "identity", "border_fraction", "mask_area", "padded_fraction", "valid")  # if present
 WEBP_METHOD = 4  # Pillow's default; 6 is 4% smaller, 2.5x slower and no closer to the original
 
 
