@@ -219,11 +219,28 @@ def test_best_threshold_matches_brute_force():
 
 
 def test_kfold_protocol_known_answer():
-    """Separable scores except one impostor in fold 3 that outscores everyone: only that pair is wrong."""
+    """Each fold's threshold must come from the other folds only; the TPR blocks on a known answer."""
     folds, per = 10, 300
     same = np.tile(np.r_[np.ones(per, bool), np.zeros(per, bool)], folds)
     fold = np.repeat(np.arange(folds), 2 * per)
     rng = np.random.default_rng(3)
+    # Threshold leakage: fold 3's impostors all score in (0.45, 0.55), every other fold's below 0.2, and every
+    # genuine pair above 0.6. The other folds put the cut near 0.4, so fold 3 loses all its impostors (accuracy
+    # 0.5); a threshold chosen on all folds, fold 3 included, would cut at 0.55-0.6 and score fold 3 perfectly.
+    scores = np.where(same, rng.uniform(0.6, 1.0, same.size), rng.uniform(-0.2, 0.2, same.size))
+    odd = (fold == 3) & ~same
+    scores[odd] = rng.uniform(0.45, 0.55, per)
+    result = lfw.kfold_verification(scores, same, fold)
+    expected = np.ones(folds)
+    expected[3] = 0.5
+    np.testing.assert_allclose(result.fold_accuracy, expected)
+    assert result.accuracy_mean == pytest.approx(0.95)
+    others = [t for k, t in enumerate(result.fold_threshold) if k != 3]
+    assert result.fold_threshold[3] < 0.45 and all(0.55 < t < 0.6 for t in others)
+    leaky, _ = lfw.best_threshold(scores, same)  # what a leaking protocol would use for fold 3: a perfect score
+    assert lfw.accuracy(scores[fold == 3], same[fold == 3], leaky) == 1.0
+
+    # TPR at FPR: separable scores except one impostor in fold 3 that outscores everyone.
     scores = np.where(same, rng.uniform(0.6, 1.0, same.size), rng.uniform(-0.2, 0.4, same.size))
     impostor = 3 * 2 * per + per  # the first mismatched pair of fold 3
     scores[impostor] = 1.5
