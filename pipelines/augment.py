@@ -22,6 +22,7 @@ import math
 import shutil
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,9 @@ from typing import Any
 import pandas as pd
 
 from pipelines.donor import DonorPredictAndWrite, DonorPredictor
-from pipelines.manifest import MANIFEST_FILE, PARTS_DIR, consolidate, remove_temporary
+from pipelines.manifest import MANIFEST_FILE, PARTS_DIR, consolidate, merge_parts, remove_temporary, write_part
 from pipelines.plan import ResourcePlan, RunSettings, check_run_file, count_rows, plan_resources, prepare
-from pipelines.stages import STAGING_DIR, MaskStage, PredictAndWrite, Predictor, write_batch
+from pipelines.stages import STAGING_DIR, MaskStage, PredictAndWrite, Predictor, copies_of, noise_seed, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ ROWS_PER_BLOCK = 16  # listing rows per Ray block
 MAX_BLOCKS = 20_000
 STAGES = ("mask", "hallucinate", "write")
 MIN_STEADY_SECONDS = 1.0  # the summary shows a steady-state rate only over at least this long
+MISSING = "missing"  # manifest status of a listed file not on disk
+MISSING_REASON = "missing: listed, but not on disk when the run was planned"
+MISSING_PART_ROWS = 4096  # rows per manifest part of missing files
+MERGE_EVERY_ROWS = 10_000  # the driver merges the parts written since the last merge every this many rows
 
 
 @dataclass
@@ -70,6 +75,7 @@ class RunSummary:
     copies: int
     skipped: int  # image x copy rows already done by earlier runs
     processed: int = 0  # rows made by this run
+    missing: int = 0  # rows this run recorded as missing (listed file not on disk), not counted in processed
     seconds: float = 0.0  # wall time from building the Ray dataset to the consolidated manifest
     steady_seconds: float = 0.0  # from the first written batch to the last one: the rate once every actor is up
     steady_rows: int = 0  # rows written after the first batch
@@ -115,6 +121,7 @@ def run(
     summary = RunSummary(
         out=str(out), images=len(prepared.listing), copies=settings.copies, skipped=listing_rows - prepared.rows_todo
     )
+    summary.missing = record_missing(prepared.missing, settings, prepared.info["model_id"])
     if len(todo):
         if settings.method == "donor":
             _build_bank(settings)
@@ -146,9 +153,43 @@ def run(
     return summary
 
 
+def record_missing(missing: pd.DataFrame, settings: RunSettings, weights_id: str) -> int:
+    """Write the manifest rows, status ``missing``, of listed files that are not on disk; returns how many rows.
+
+    The driver writes them, as parts of :data:`MISSING_PART_ROWS` rows, so that no Ray work is spent on them and the
+    manifest still accounts for every listed input.
+    """
+    rows, ks = copies_of(missing["todo"].to_numpy(), settings.copies)
+    for start in range(0, len(rows), MISSING_PART_ROWS):
+        part, k = missing.iloc[rows[start : start + MISSING_PART_ROWS]], ks[start : start + MISSING_PART_ROWS]
+        n = len(part)
+        image_ids = part["image_id"].tolist()
+        write_part(
+            {
+                "image_id": image_ids,
+                "identity": part["identity"].tolist(),
+                "label": part["label"].tolist(),
+                "copy": k.tolist(),
+                "source_path": part["path"].tolist(),
+                "output_path": [None] * n,
+                "status": [MISSING] * n,
+                "reason": [MISSING_REASON] * n,
+                "model_id": [weights_id] * n,
+                "seed": [noise_seed(i, int(c), settings.seed) for i, c in zip(image_ids, k, strict=True)],
+                "mask_area": [None] * n,
+                "match_score": [None] * n,
+            },
+            settings.out,
+        )
+    if len(rows):
+        log.warning("%d listed file(s) not on disk: %d manifest row(s) with status missing", len(missing), len(rows))
+    return len(rows)
+
+
 def _check_complete(listing: pd.DataFrame, manifest: pd.DataFrame, copies: int) -> None:
-    have = set(zip(manifest["image_id"], manifest["copy"], strict=True))
-    missing = sum((image_id, k) not in have for image_id in listing["image_id"] for k in range(copies))
+    """Every listed image x copy is in the manifest (whose keys are unique)."""
+    found = manifest.loc[manifest["copy"].between(0, copies - 1), "image_id"].value_counts()
+    missing = int(copies * len(listing) - listing["image_id"].map(found).fillna(0).sum())
     if missing:
         raise RuntimeError(f"{missing} image x copy rows are missing from the manifest; rerun to complete it")
 
@@ -173,7 +214,9 @@ def _connect(settings: RunSettings) -> bool:
     if settings.address:
         ray.init(address=settings.address, **quiet)
     else:
-        ray.init(include_dashboard=False, **quiet)  # finds the GPUs itself; --num-gpus is checked against them
+        # "local": a new Ray even where `ray start` (or a test's Cluster) left an address to join on this machine;
+        # it finds the GPUs itself, and --num-gpus is checked against them
+        ray.init(address="local", include_dashboard=False, **quiet)
     return True
 
 
@@ -182,13 +225,15 @@ def _plan(settings: RunSettings) -> ResourcePlan:
 
     resources = ray.cluster_resources()
     cpus, gpus = float(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+    nodes = sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0)
     num_gpus = gpus if settings.num_gpus is None else settings.num_gpus
     if settings.method == "donor":
         num_gpus = 0  # composition is numpy on the CPU; a GPU would only score
     if num_gpus > gpus:
         raise ValueError(f"--num-gpus {num_gpus}, but the Ray cluster has {gpus} GPU(s)")
-    plan = plan_resources(cpus, num_gpus, settings.workers, settings.batch_size, settings.precision)  # auto: here
-    log.info("resource plan on %g CPUs, %d GPUs: %s", cpus, gpus, plan)
+    # precision auto is resolved here, on the driver's machine
+    plan = plan_resources(cpus, num_gpus, settings.workers, settings.batch_size, settings.precision, nodes)
+    log.info("resource plan on %g CPUs, %d GPUs, %d node(s) with CPUs: %s", cpus, gpus, nodes, plan)
     return plan
 
 
@@ -215,12 +260,10 @@ def _execute(todo: pd.DataFrame, summary: RunSummary, settings: RunSettings, wei
         "write": StageStats(actors=plan.predictor_actors if plan.fused_write else None),
     }
     bar = tqdm(total=rows_todo, unit="img", desc="augment", disable=not settings.progress)
+    merger = ThreadPoolExecutor(1, thread_name_prefix="merge_parts")  # merges while the loop drains Ray's output
+    merging: Future | None = None
     try:
-        # One pandas frame per block, split here: from_pandas(override_num_blocks=) uses np.array_split, which
-        # returns bare arrays under pandas 3.
-        rows_per_block = max(ROWS_PER_BLOCK, math.ceil(len(todo) / MAX_BLOCKS))
-        frames = [todo.iloc[i : i + rows_per_block].reset_index(drop=True) for i in range(0, len(todo), rows_per_block)]
-        ds = ray.data.from_pandas(frames)
+        ds = ray.data.from_pandas(blocks(todo))
         ds = ds.map_batches(
             MaskStage,
             batch_size=MASK_BATCH,
@@ -255,8 +298,13 @@ def _execute(todo: pd.DataFrame, summary: RunSummary, settings: RunSettings, wei
             ds = ds.map_batches(
                 write_batch, batch_size=None, batch_format="numpy", num_cpus=plan.write_cpus, fn_kwargs=writer
             )
-        start, first = time.perf_counter(), None
+        start, first, unmerged = time.perf_counter(), None, 0
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            unmerged += len(batch["image_id"])
+            if unmerged >= MERGE_EVERY_ROWS and (merging is None or merging.done()):
+                if merging is not None:
+                    merging.result()  # raises what the last merge raised
+                merging, unmerged = merger.submit(merge_parts, settings.out), 0  # these rows' parts are written
             for name in STAGES:
                 stats[name].rows += len(batch[f"{name}_s"])
                 stats[name].busy_s += float(batch[f"{name}_s"].sum())
@@ -270,15 +318,27 @@ def _execute(todo: pd.DataFrame, summary: RunSummary, settings: RunSettings, wei
             bar.update(len(batch["image_id"]))
             rates = " ".join(f"{name}={stats[name].rate:.1f}" for name in STAGES)
             bar.set_postfix_str(f"{rates} end-to-end={summary.processed / (now - start):.1f} img/s")
+        if merging is not None:
+            merging.result()
     except ray.exceptions.RayError as exc:
         message = str(exc).strip().splitlines()[0][:500]
         raise RuntimeError(f"the Ray job failed ({type(exc).__name__}: {message}); rerun to resume") from exc
     finally:
+        merger.shutdown(wait=True)
         bar.close()
         for name, value in saved.items():
             setattr(context, name, value)
         for handler, level in consoles:
             handler.setLevel(level)
+
+
+def blocks(todo: pd.DataFrame) -> list[pd.DataFrame]:
+    """The listing as one frame per Ray block: :data:`ROWS_PER_BLOCK` rows each, more past :data:`MAX_BLOCKS` blocks.
+
+    Split here: ``from_pandas(override_num_blocks=)`` uses ``np.array_split``, which returns bare arrays under pandas 3.
+    """
+    rows_per_block = max(ROWS_PER_BLOCK, math.ceil(len(todo) / MAX_BLOCKS))
+    return [todo.iloc[i : i + rows_per_block].reset_index(drop=True) for i in range(0, len(todo), rows_per_block)]
 
 
 def format_summary(summary: RunSummary) -> str:
@@ -287,7 +347,8 @@ def format_summary(summary: RunSummary) -> str:
     lines = [
         (
             f"{summary.images} images x {summary.copies} copies in {summary.out}: {counts.get('ok', 0)} ok, "
-            f"{counts.get('no_face', 0)} no face, {counts.get('error', 0)} errors in the manifest "
+            f"{counts.get('no_face', 0)} no face, {counts.get('error', 0)} errors"
+            f"{f', {counts[MISSING]} missing' if counts.get(MISSING) else ''} in the manifest "
             f"({summary.skipped} already done, {summary.processed} made in {summary.seconds:.1f} s "
             f"+ {summary.startup_seconds:.1f} s Ray start-up)"
         )

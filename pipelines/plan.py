@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from augmentor.datasets.adapters import files_exist
 from augmentor.datasets.paths import output_stems
 from augmentor.precision import check_precision, resolve_precision
 from pipelines.manifest import MANIFEST_FILE, done_keys, identity_labels, model_id, part_paths
@@ -70,7 +72,12 @@ def _quantity(x: float) -> float:
 
 
 def plan_resources(
-    cluster_cpus: float, num_gpus: int, workers: int | None, batch_size: int | None, precision: str = "auto"
+    cluster_cpus: float,
+    num_gpus: int,
+    workers: int | None,
+    batch_size: int | None,
+    precision: str = "auto",
+    num_nodes: int = 1,
 ) -> ResourcePlan:
     """Split the cluster between the stages, and resolve ``precision`` for the hallucinating device on this machine.
 
@@ -82,6 +89,10 @@ def plan_resources(
     cost extra worker processes). With GPUs, writing runs as tasks, so the GPU actors' CPU only feeds the GPU.
     A little is always kept free: for the write tasks with GPUs, for the driver without.
 
+    On a cluster of several nodes with CPUs (``num_nodes``) there are at least 2 masking actors, which Ray Data
+    spreads over the nodes: a single one would be lost with its node, and its replacement might find no room on the
+    others, every CPU there being held by hallucinating actors waiting for masked faces.
+
     Raises:
         ValueError: the cluster is too small for the request.
     """
@@ -90,7 +101,7 @@ def plan_resources(
         budget = spare - num_gpus
         if budget <= 0:
             raise ValueError(f"{num_gpus} GPU actors need more than {cluster_cpus:g} CPUs (1 each, plus masking)")
-        mask_actors = workers or max(1, int(budget))
+        mask_actors = workers or max(1, min(2, num_nodes), int(budget))
         return ResourcePlan(
             mask_actors,
             _quantity(min(1.0, budget / mask_actors)),
@@ -102,7 +113,7 @@ def plan_resources(
             precision=resolve_precision(precision, "cuda"),
         )
     workers = workers or max(1, int(cluster_cpus))
-    mask_actors = math.ceil(workers / PREDICTORS_PER_MASKER)
+    mask_actors = max(math.ceil(workers / PREDICTORS_PER_MASKER), min(2, num_nodes))
     predictor_cpus = (spare - mask_actors * MASKER_CPUS) / workers
     if predictor_cpus < 0.01:
         raise ValueError(f"{workers} workers do not fit on {cluster_cpus:g} CPUs")
@@ -131,8 +142,9 @@ def plan_work(table: pd.DataFrame, copies: int, limit: int | None, done: pd.Data
     listing["out_stem"] = output_stems(listing["identity"].tolist(), listing["image_id"].tolist())
     if limit is not None:
         listing = listing.head(limit).copy()
-    done = done[done["copy"] < copies]
-    done_bits = done.groupby("image_id")["copy"].agg(lambda ks: sum(1 << int(k) for k in set(ks)))
+    done = done[done["copy"] < copies].drop_duplicates(["image_id", "copy"])
+    bits = pd.Series(np.left_shift(1, done["copy"].to_numpy(np.int64)), index=done["image_id"].to_numpy())
+    done_bits = bits.groupby(level=0).sum()  # distinct copies, so the sum of their bits is their union
     finished = listing["image_id"].map(done_bits).fillna(0).astype("int64")
     listing["todo"] = ((1 << copies) - 1) & ~finished
     return listing
@@ -140,7 +152,7 @@ def plan_work(table: pd.DataFrame, copies: int, limit: int | None, done: pd.Data
 
 def count_rows(listing: pd.DataFrame) -> int:
     """Image x copy rows still to make: the set bits of ``todo``."""
-    return sum(int(b).bit_count() for b in listing["todo"])
+    return int(np.bitwise_count(listing["todo"].to_numpy(np.int64)).sum())
 
 
 def check_run_file(out: Path, info: dict[str, Any], write: bool = True) -> None:
@@ -210,14 +222,27 @@ class Prepared:
 
     listing: pd.DataFrame
     info: dict[str, Any]
+    absent: pd.Series | None = None  # rows with copies left whose file is not on disk (the driver records them)
 
     @property
-    def todo(self) -> pd.DataFrame:
+    def pending(self) -> pd.DataFrame:
+        """Rows with copies left to make (or to record as missing)."""
         return self.listing[self.listing["todo"] != 0]
 
     @property
+    def todo(self) -> pd.DataFrame:
+        """Rows for the Ray job: copies left and the file on disk."""
+        keep = self.listing["todo"] != 0
+        return self.listing[keep if self.absent is None else keep & ~self.absent]
+
+    @property
+    def missing(self) -> pd.DataFrame:
+        """Rows with copies left whose file is not on disk: manifest rows with status ``missing``, no Ray work."""
+        return self.listing.iloc[:0] if self.absent is None else self.listing[(self.listing["todo"] != 0) & self.absent]
+
+    @property
     def rows_todo(self) -> int:
-        return count_rows(self.todo)
+        return count_rows(self.pending)
 
 
 def _identities_id(identities: pd.Series) -> str:
@@ -253,4 +278,7 @@ def prepare(
     }
     check_run_file(settings.out, info, write=False)
     done = done_keys(settings.out).to_pandas() if settings.out.is_dir() else pd.DataFrame(columns=["image_id", "copy"])
-    return Prepared(plan_work(table, settings.copies, limit, done), info)
+    listing = plan_work(table, settings.copies, limit, done)
+    paths = listing.loc[listing["todo"] != 0, "path"]  # a resumed run does not look up the done ones again
+    found = pd.Series(files_exist(paths), index=paths.index, dtype=bool).reindex(listing.index, fill_value=True)
+    return Prepared(listing, info, ~found)

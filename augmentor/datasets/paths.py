@@ -78,18 +78,20 @@ def output_stems(identities: Sequence[str], image_ids: Sequence[str]) -> list[st
     if len(identities) != len(image_ids):
         raise ValueError(f"{len(identities)} identities for {len(image_ids)} image ids")
     folders = _deduplicate({identity: safe_name(identity) for identity in set(identities)})
-    stems: dict[tuple[str, str], str] = {}
-    for identity, image_id in zip(identities, image_ids, strict=True):
-        stems[(identity, image_id)] = safe_name(_image_stem(image_id, identity))
+    safe: dict[str, str] = {}  # image names repeat across folders (CASIA's 001.jpg ...): check each once
     by_folder: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
-    for key, stem in stems.items():
-        by_folder[folders[key[0]]][key] = stem
-    out: dict[tuple[str, str], str] = {}
+    for identity, image_id in zip(identities, image_ids, strict=True):
+        stem = _image_stem(image_id, identity)
+        name = safe.get(stem)
+        if name is None:
+            name = safe[stem] = safe_name(stem)
+        by_folder[folders[identity]][(identity, image_id)] = name
+    out: dict[tuple[str, str], str] = {}  # one entry per distinct (identity, image id)
     for folder, names in by_folder.items():
         for key, name in _deduplicate(names, fallback=lambda k: hashed_name(k[1])).items():
             out[key] = f"{folder}/{name}"
-    result = [out[(identity, image_id)] for identity, image_id in zip(identities, image_ids, strict=True)]
-    if len({s.lower() for s in result}) != len(set(zip(identities, image_ids, strict=True))):
+    result = [out[key] for key in zip(identities, image_ids, strict=True)]
+    if len({s.lower() for s in result}) != len(out):
         raise ValueError("output names collide even after hashing; please report this listing")
     return result
 
