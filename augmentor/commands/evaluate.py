@@ -65,6 +65,32 @@ def _model_label(spec: str) -> tuple[str, Path]:
     metavar="PATH",
     help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth) for Inception FID.",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "auto"]),
+    default="fp32",
+    help="The models' inference precision (auto: bf16 on CUDA, fp32 on the CPU). Metric networks always run fp32.",
+)
+@click.option(
+    "--reference-size",
+    type=click.IntRange(min=2),
+    default=None,
+    metavar="N",
+    help="Real images, disjoint from the evaluated ones, that FID/KID/SWD compare against. Default: as many as --limit.",
+)
+@click.option(
+    "--bootstrap",
+    "num_bootstrap",
+    type=click.IntRange(min=10),
+    default=1000,
+    metavar="N",
+    help="Paired bootstrap resamples of every model-minus-baseline difference (SWD: N/10, at least 10).",
+)
+@click.option(
+    "--chip-identity",
+    is_flag=True,
+    help="Also score dlib L2 and the share under dlib's 0.6 threshold on dlib's face chips (one more dlib pass per method).",
+)
 def evaluate(
     model_specs,
     progan,
@@ -82,12 +108,19 @@ def evaluate(
     workers,
     match_features,
     inception_weights,
+    precision,
+    reference_size,
+    num_bootstrap,
+    chip_identity,
 ) -> None:
     """Score hallucinations against the aligned originals: the paper's Table 1, with baselines in the same run.
 
     Masks each image with our pipeline, fills the background with every method (models, cv2 Navier-Stokes and
-    Telea inpainting, a mean-colour fill, the black mask itself) and reports match score, SSIM, FID-face/KID-face,
-    face-perceptual distance and, where their weights are on disk, LPIPS, PieAPP and Inception FID.
+    Telea inpainting, a mean-colour fill, the black mask itself) and reports SSIM over the whole image and over the
+    background, ProGAN's multi-scale SWD, FID-face/KID-face against a disjoint real set (with the real-vs-real
+    floor), match score, face-perceptual distance, dlib's same-person share on face chips and, where their weights
+    are on disk, LPIPS, PieAPP and Inception FID. Every model-minus-best-baseline difference gets a paired
+    bootstrap 95% CI.
 
     \b
     Examples:
@@ -122,6 +155,11 @@ def evaluate(
         workers=workers,
         match_features=match_features,
         inception_weights=str(inception_weights) if inception_weights else None,
+        reference_size=reference_size,
+        precision=precision,
+        num_bootstrap=num_bootstrap,
+        swd_bootstrap=max(10, num_bootstrap // 10),
+        chip_identity=chip_identity,
     )
     _, _, table = load_listing(dataset, root, identities, path_column, identity_column)
     try:

@@ -10,24 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from augmentor.evaluation.baselines import BASELINES, fill_all
-from augmentor.evaluation.metrics import (
-    DLIB_THRESHOLD,
-    FaceDescriptor,
-    ResNet50Features,
-    face_perceptual,
-    feature_fid,
-    load_inception_fid,
-    load_lpips,
-    load_pieapp,
-    pearson,
-    ssim,
-    to_tensor,
-)
+from augmentor.evaluation.scorer import Scorer
 from augmentor.preprocessing.preprocess import preprocess
 from augmentor.preprocessing.shards import decode_mask, decode_png, read_shards
+
+__all__ = ["EvalSettings", "Scorer", "evaluate", "select", "select_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +33,13 @@ class EvalSettings:
     match_features: str = "dlib"  # dlib, or the path of a local torchvision ResNet-50 state dict
     inception_weights: str | None = None  # FID Inception weights file (pt_inception-2015-12-05-6726825d.pth)
     figure_rows: int = 8  # images in the comparison figure
+    reference_size: int | None = None  # disjoint real images for FID/KID/SWD (None: as many as evaluated)
+    precision: str = "fp32"  # the models' inference precision: fp32, bf16, or auto (bf16 on CUDA)
+    num_bootstrap: int = 1000  # paired bootstrap resamples of the per-image, FID and KID differences
+    swd_bootstrap: int = 100  # resamples of the SWD differences (each sorts every set's projections)
+    swd_projections: int = 512  # SWD directions (ProGAN: 4 x 128)
+    swd_bootstrap_projections: int = 64  # directions of the SWD bootstrap
+    chip_identity: bool = False  # dlib L2 and same-person share on dlib's face chips (one more dlib pass per set)
 
 
 def select(table: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
@@ -54,95 +50,53 @@ def select(table: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
     return table.iloc[index]
 
 
-def _batched(fn, images: np.ndarray, batch_size: int) -> torch.Tensor:
-    return torch.cat(
-        [fn(to_tensor(images[i : i + batch_size])).float().cpu() for i in range(0, len(images), batch_size)]
-    )
-
-
-class Scorer:
-    """Scores sets of images against the aligned originals."""
-
-    def __init__(self, originals: np.ndarray, settings: EvalSettings, device: torch.device):
-        self.originals = originals
-        self.settings = settings
-        self.device = device
-        self.dlib = FaceDescriptor().to(device)
-        self.match_net = (
-            self.dlib if settings.match_features == "dlib" else ResNet50Features(settings.match_features).to(device)
-        )
-        self.lpips, self.lpips_note = load_lpips(device)
-        self.pieapp, self.pieapp_note = load_pieapp(device)
-        self.inception, self.inception_note = load_inception_fid(settings.inception_weights, device)
-        self.dlib_orig, self.maps_orig = self._describe(originals)
-        self.match_orig = (
-            self.dlib_orig if self.match_net is self.dlib else _batched(self.match_net, originals, settings.batch_size)
-        )
-
-    def _describe(self, images: np.ndarray) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-        """dlib descriptors ``[N, 128]`` and per-batch feature maps, in one pass over the images."""
-        bs, descriptors, maps = self.settings.batch_size, [], []
-        for i in range(0, len(images), bs):
-            emb, feats = self.dlib.describe(to_tensor(images[i : i + bs]))
-            descriptors.append(emb.float().cpu())
-            maps.append(feats)
-        return torch.cat(descriptors), maps
-
-    @property
-    def notes(self) -> dict[str, str]:
-        return {"LPIPS": self.lpips_note, "PieAPP": self.pieapp_note, "FID-Inception": self.inception_note}
-
-    def per_image(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        dlib_feats, maps = self._describe(images)
-        match_feats = (
-            dlib_feats if self.match_net is self.dlib else _batched(self.match_net, images, self.settings.batch_size)
-        )
-        distance = (dlib_feats - self.dlib_orig).norm(dim=1)
-        perceptual = torch.cat([face_perceptual(a, b).cpu() for a, b in zip(maps, self.maps_orig)])
-        scores = {
-            "match": pearson(match_feats, self.match_orig).numpy(),
-            "dlib_l2": distance.numpy(),
-            "same_person": (distance < DLIB_THRESHOLD).numpy(),
-            "ssim": ssim(images, self.originals),
-            "face_perceptual": perceptual.numpy(),
-        }
-        for name, net in (("lpips", self.lpips), ("pieapp", self.pieapp)):
-            if net is not None:
-                scores[name] = self._pairwise(net, images)
-        self._last_dlib = dlib_feats
-        return scores
-
-    @torch.inference_mode()
-    def _pairwise(self, net, images: np.ndarray) -> np.ndarray:
-        bs, out = self.settings.batch_size, []
-        for i in range(0, len(images), bs):
-            a = to_tensor(images[i : i + bs]).to(self.device).float() / 255.0
-            b = to_tensor(self.originals[i : i + bs]).to(self.device).float() / 255.0
-            value = net(a * 2 - 1, b * 2 - 1) if net is self.lpips else net(a, b)
-            out.append(value.reshape(len(a)).float().cpu())
-        return torch.cat(out).numpy()
-
-    def set_level(self, images: np.ndarray) -> dict[str, float]:
-        fid, kid, kid_std = feature_fid(self.dlib_orig, self._last_dlib)
-        result = {"fid_face": fid, "kid_face": kid, "kid_face_std": kid_std}
-        if self.inception is not None:
-            self.inception.reset()
-            for i in range(0, len(images), self.settings.batch_size):
-                self.inception.update(
-                    to_tensor(self.originals[i : i + self.settings.batch_size]).to(self.device), real=True
-                )
-                self.inception.update(to_tensor(images[i : i + self.settings.batch_size]).to(self.device), real=False)
-            result["fid_inception"] = float(self.inception.compute())
-        return result
+def select_reference(table: pd.DataFrame, chosen: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
+    """``size`` rows not in ``chosen`` (by ``image_id``), drawn with ``seed + 1``: the disjoint real set."""
+    rest = table[~table["image_id"].isin(set(chosen["image_id"]))]
+    return select(rest, size, seed + 1)
 
 
 def load_masked(shard_dir: Path) -> pd.DataFrame:
-    table = read_shards(shard_dir, columns=["image_id", "identity", "aligned", "mask"], status="ok").to_pandas()
+    columns = ["image_id", "identity", "aligned", "mask", "landmarks"]
+    table = read_shards(shard_dir, columns=columns, status="ok").to_pandas()
     return table.sort_values("image_id", kind="stable").reset_index(drop=True)
+
+
+def _faces(masked: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
+    return masked[masked["image_id"].isin(set(ids))].reset_index(drop=True)
+
+
+def hallucinate(models: dict[str, str | Path], masked: np.ndarray, masks: np.ndarray, settings: EvalSettings, device):
+    """Every baseline's and model's fill of ``masked``: ``{name: uint8 [N, S, S, 3]}``."""
+    from tqdm import tqdm
+
+    from augmentor.hallucinator import Hallucinator
+
+    outputs: dict[str, np.ndarray] = {}
+    for name, fill in tqdm(BASELINES.items(), desc="baselines", unit="method"):
+        outputs[name] = fill_all(fill, masked, masks)
+    for name, path in models.items():
+        hal = Hallucinator.from_pretrained(
+            path, device=str(device), batch_size=settings.batch_size, precision=settings.precision
+        )
+        outputs[name] = np.concatenate(
+            [
+                hal(masked[i : i + 256], masks[i : i + 256])
+                for i in tqdm(range(0, len(masked), 256), desc=name, unit="batch")
+            ]
+        )
+    return outputs
+
+
+REAL = "real (held-out originals)"  # the floor row: the originals themselves scored against the reference set
 
 
 def evaluate(table: pd.DataFrame, out_dir: str | Path, models: dict[str, str | Path], settings: EvalSettings) -> dict:
     """Mask, hallucinate and score; write table.md, metrics.json, per_image.parquet and figures to ``out_dir``.
+
+    Per-image metrics compare each output with its own original; FID-face, KID-face and SWD compare each set with
+    a disjoint set of real LFW images, and the originals against that set give the real-vs-real floor. Every
+    model-minus-best-baseline difference gets a paired bootstrap 95% CI.
 
     Args:
         table: Dataset listing (``image_id``, ``identity``, ``path``).
@@ -155,8 +109,10 @@ def evaluate(table: pd.DataFrame, out_dir: str | Path, models: dict[str, str | P
     """
     from tqdm import tqdm
 
+    from augmentor.evaluation.intervals import per_image_differences, set_differences, swd_differences
     from augmentor.evaluation.report import write_reports
-    from augmentor.hallucinator import Hallucinator
+    from augmentor.evaluation.stats import bootstrap_counts
+    from augmentor.evaluation.swd import describe_levels, project_levels, swd_between
     from augmentor.precision import pick_device
 
     start = time.perf_counter()
@@ -164,46 +120,77 @@ def evaluate(table: pd.DataFrame, out_dir: str | Path, models: dict[str, str | P
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(settings.device)
     chosen = select(table, settings.limit, settings.seed)
-    masking = preprocess(chosen[["image_id", "identity", "path"]], out_dir / "masked", workers=settings.workers)
-    faces = load_masked(out_dir / "masked")
-    faces = faces[faces["image_id"].isin(set(chosen["image_id"]))].reset_index(drop=True)
-    if len(faces) < 2:
-        raise ValueError(f"only {len(faces)} faces could be masked; need at least 2")
+    reference_rows = select_reference(table, chosen, settings.reference_size or len(chosen), settings.seed)
+    if len(reference_rows) < 2:
+        raise ValueError(f"only {len(reference_rows)} images are left for the disjoint real set; need at least 2")
+    listing = pd.concat([chosen, reference_rows])[["image_id", "identity", "path"]]
+    masking = preprocess(listing, out_dir / "masked", workers=settings.workers)
+    everything = load_masked(out_dir / "masked")
+    faces, reference = _faces(everything, chosen["image_id"]), _faces(everything, reference_rows["image_id"])
+    if len(faces) < 2 or len(reference) < 2:
+        raise ValueError(f"only {len(faces)} + {len(reference)} faces could be masked; need at least 2 of each")
     originals = np.stack([decode_png(b) for b in faces["aligned"]])  # [N, S, S, 3]
     masks = np.stack([decode_mask(b) for b in faces["mask"]])  # [N, S, S]
+    landmarks = np.stack([np.asarray(p, np.float32).reshape(68, 2) for p in faces["landmarks"]])  # [N, 68, 2]
+    real = np.stack([decode_png(b) for b in reference["aligned"]])  # [M, S, S, 3], disjoint from the originals
     masked = originals * masks[..., None]
+    outputs = hallucinate(models, masked, masks, settings, device)
 
-    outputs: dict[str, np.ndarray] = {}
-    for name, fill in tqdm(BASELINES.items(), desc="baselines", unit="method"):
-        outputs[name] = fill_all(fill, masked, masks)
-    for name, path in models.items():
-        hal = Hallucinator.from_pretrained(path, device=str(device), batch_size=settings.batch_size)
-        outputs[name] = np.concatenate(
-            [
-                hal(masked[i : i + 256], masks[i : i + 256])
-                for i in tqdm(range(0, len(masked), 256), desc=name, unit="batch")
-            ]
+    scorer = Scorer(originals, settings, device, masks=masks, landmarks=landmarks, reference=real)
+    swd_options = {"num_projections": settings.swd_projections, "seed": settings.seed}
+    seeds = np.random.SeedSequence(settings.seed).spawn(len(outputs) + 2)
+    real_levels = describe_levels(real, np.random.default_rng(seeds[0]))
+    real_proj = project_levels(real_levels, len(real), num_projections=settings.swd_bootstrap_projections)
+    rows, summary, scores, features, projections = [], {}, {}, {}, {}
+    for k, (name, images) in enumerate(tqdm([*outputs.items(), (REAL, originals)], desc="scoring", unit="set")):
+        if name != REAL:
+            scores[name] = scorer.per_image(images)
+            rows.append(pd.DataFrame({"method": name, "image_id": faces["image_id"], **scores[name]}))
+        features[name] = scorer.face_features(images)
+        summary[name] = {f"mean_{m}": float(np.nanmean(v)) for m, v in scores.get(name, {}).items()}
+        summary[name].update(scorer.set_level(images, features[name]))
+        levels = describe_levels(images, np.random.default_rng(seeds[k + 1]))
+        summary[name].update({f"swd_{r}": v for r, v in swd_between(real_levels, levels, **swd_options).items()})
+        projections[name] = project_levels(levels, len(images), num_projections=settings.swd_bootstrap_projections)
+        del levels
+
+    baselines = [b for b in BASELINES if b in outputs]
+    counts = bootstrap_counts(len(originals), settings.num_bootstrap, settings.seed)
+    ref_counts = bootstrap_counts(len(real), settings.num_bootstrap, settings.seed + 1)
+    kernels = {}
+
+    def kernel_of(name: str):
+        if name not in kernels:
+            kernels[name] = scorer.kernels(features[name])
+        return kernels[name]
+
+    differences = []
+    for name in models:
+        differences += per_image_differences(name, scores, baselines, counts)
+        differences += set_differences(
+            name, summary, baselines, features, scorer.reference_feats, kernel_of, scorer.k_rr, counts, ref_counts
         )
-
-    scorer = Scorer(originals, settings, device)
-    rows, summary = [], {}
-    for name, images in tqdm(outputs.items(), desc="scoring", unit="method"):
-        scores = scorer.per_image(images)
-        summary[name] = {f"mean_{k}": float(np.mean(v)) for k, v in scores.items()}
-        summary[name].update(scorer.set_level(images))
-        rows.append(pd.DataFrame({"method": name, "image_id": faces["image_id"], **scores}))
+        differences += swd_differences(
+            name, summary, baselines, projections, real_proj, settings.swd_bootstrap, settings.seed
+        )
     per_image = pd.concat(rows, ignore_index=True)
     per_image.to_parquet(out_dir / "per_image.parquet", index=False)
     report = {
         "settings": asdict(settings),
         "device": str(device),
+        "precision": settings.precision,
         "images_requested": len(chosen),
         "images_scored": len(faces),
+        "reference_requested": len(reference_rows),
+        "reference_images": len(reference),
+        "feature_dim": int(features[REAL].shape[1]),
         "masking": masking.status_counts,
         "match_features": scorer.match_net.name,
         "models": {k: str(v) for k, v in models.items()},
+        "baselines": baselines,
         "unavailable": {k: v for k, v in scorer.notes.items() if v.startswith("not available")},
         "methods": summary,
+        "differences": [{**asdict(d), "verdict": d.verdict} for d in differences],
         "seconds": round(time.perf_counter() - start, 1),
     }
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))

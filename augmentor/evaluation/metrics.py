@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,8 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 class FaceDescriptor(nn.Module):
-    """128-D dlib-ResNet descriptors of whole aligned images (uint8 ``[B, 3, H, W]``), resized to 150x150.
+    """128-D dlib-ResNet descriptors of whole aligned images (uint8 ``[B, 3, H, W]``), resized to 150x150, or of
+    dlib face chips (:meth:`chip_descriptors`).
 
     Usable as torchmetrics' ``feature=`` extractor (it has ``num_features``).
     """
@@ -57,6 +57,20 @@ class FaceDescriptor(nn.Module):
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(self.chips(images.to(next(self.net.parameters()).device)))
+
+    @torch.inference_mode()
+    def chip_descriptors(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        """Descriptors ``[B, 128]`` of dlib's own 150 px face chips (padding 0.25) cut from aligned uint8 images.
+
+        ``landmarks``: ``[B, 68, 2]`` aligned-crop points. The same chips ``verify-lfw`` feeds the dlib net
+        (``face_chip_from_aligned``), so dlib's 0.6 same-person threshold applies.
+        """
+        from augmentor.identity.network import face_chip_from_aligned
+
+        device = next(self.net.parameters()).device
+        x = images.to(device).float() / 255.0
+        chips = face_chip_from_aligned(x, torch.as_tensor(landmarks, dtype=torch.float32, device=device)).clamp(0, 1)
+        return self.net(chips)
 
     @torch.inference_mode()
     def describe(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -112,18 +126,70 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
 
 
-def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5) of uint8 ``[B, H, W, 3]`` images.
+SSIM_SIGMA = 1.5  # Gaussian window sigma (Wang et al. 2004)
+SSIM_RADIUS = 5  # scikit-image's window: 2 * int(3.5 * sigma + 0.5) + 1 = 11 px, so a 5 px border has no full window
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+SSIM_DATA_RANGE = 255.0
 
-    Computed by torchmetrics on [0, 1] floats with ``data_range=1``.
+
+def _gaussian_kernel() -> np.ndarray:
+    taps = np.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=np.float64)
+    kernel = np.exp(-(taps**2) / (2 * SSIM_SIGMA**2))
+    return kernel / kernel.sum()
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SSIM map of uint8 ``[B, H, W, 3]`` images over the valid region, mean over RGB: ``[B, H-10, W-10]``.
+
+    Wang et al. 2004 exactly as ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=255, channel_axis=-1)``: float64, population covariances, and only the
+    pixels whose 11x11 window lies inside the image (scikit-image crops the 5 px border before averaging).
     """
-    from torchmetrics.functional.image import structural_similarity_index_measure
+    from scipy.ndimage import correlate1d
 
-    x, y = to_tensor(a).float() / 255.0, to_tensor(b).float() / 255.0
-    values = structural_similarity_index_measure(
-        x, y, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=1.0, reduction="none"
-    )
-    return values.numpy()
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    stack = np.stack([x, y, x * x, y * y, x * y])  # [5, B, H, W, 3]
+    kernel, r = _gaussian_kernel(), SSIM_RADIUS
+    for axis in (2, 3):  # H, W; the border is cropped below, so the filter's edge mode never matters
+        stack = correlate1d(stack, kernel, axis=axis, mode="reflect")
+    mu_x, mu_y, xx, yy, xy = stack[:, :, r:-r, r:-r]
+    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
+    c1, c2 = (SSIM_K1 * SSIM_DATA_RANGE) ** 2, (SSIM_K2 * SSIM_DATA_RANGE) ** 2
+    value = (2 * mu_x * mu_y + c1) * (2 * cov + c2) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return value.mean(-1)
+
+
+def ssim_scores(
+    a: np.ndarray, b: np.ndarray, masks: np.ndarray | None = None, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image SSIM over the whole image and over the background (``mask == 0`` pixels of the SSIM map).
+
+    Args:
+        a, b: uint8 ``[B, H, W, 3]``.
+        masks: ``[B, H, W]`` face masks (1 = face); None gives NaN background scores.
+        batch_size: Images per pass (memory only).
+
+    Returns:
+        ``(whole [B], background [B])``; the background score is NaN where no background pixel lies in the valid
+        region.
+    """
+    whole, background = [], []
+    r = SSIM_RADIUS
+    for i in range(0, len(a), batch_size):
+        smap = ssim_map(a[i : i + batch_size], b[i : i + batch_size])  # [b, H-10, W-10]
+        whole.append(smap.mean(axis=(1, 2)))
+        if masks is None:
+            background.append(np.full(len(smap), np.nan))
+            continue
+        bg = masks[i : i + batch_size, r:-r, r:-r] == 0
+        with np.errstate(invalid="ignore"):
+            background.append((smap * bg).sum(axis=(1, 2)) / bg.sum(axis=(1, 2)))
+    return np.concatenate(whole), np.concatenate(background)
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image SSIM of uint8 ``[B, H, W, 3]`` images over the whole image (see :func:`ssim_map`)."""
+    return ssim_scores(a, b)[0]
 
 
 def face_perceptual(maps_a: dict[str, torch.Tensor], maps_b: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -173,32 +239,48 @@ def load_inception_fid(weights: str | Path | None, device: torch.device):
     return metric.to(device), "FID (Inception-v3 pool3, 299 px)"
 
 
-class PrecomputedFeatures(nn.Identity):
-    """Lets torchmetrics' FID/KID take features computed once for several metrics (its ``feature=`` hook)."""
-
-    def __init__(self, num_features: int):
-        super().__init__()
-        self.num_features = num_features
+# --- set-level distances on features, float64 numpy ---------------------------------------------------------
 
 
-def feature_fid(real: torch.Tensor, fake: torch.Tensor, kid_subset: int = 100) -> tuple[float, float, float]:
-    """FID and KID (mean, std) between two sets of ``[N, D]`` features, through torchmetrics.
+def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
+    """Fréchet distance of Gaussians fitted to ``[N, D]`` and ``[M, D]`` features (Heusel et al. 2017).
 
-    Raises:
-        ValueError: fewer than 2 samples.
+    Unbiased covariances and ``Tr sqrt(S1 S2)`` from the eigenvalues of ``S1 S2``, as torchmetrics computes FID.
     """
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    return _frechet(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
 
-    if len(real) < 2 or len(fake) < 2:
-        raise ValueError("FID needs at least 2 images per set")
-    hook = PrecomputedFeatures(real.shape[1])
-    fid = FrechetInceptionDistance(feature=hook, reset_real_features=True)
-    with warnings.catch_warnings():  # "KID keeps every feature in memory": intended, the sets are small
-        warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=hook, subset_size=min(kid_subset, len(real), len(fake)), subsets=50)
-    for metric in (fid, kid):
-        metric.update(real.double(), real=True)
-        metric.update(fake.double(), real=False)
-    kid_mean, kid_std = kid.compute()
-    return float(fid.compute()), float(kid_mean), float(kid_std)
+
+def _frechet(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
+    eig = np.linalg.eigvals(s1 @ s2)
+    trace_sqrt = np.sqrt(np.clip(eig.real, 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt)
+
+
+def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """KID's kernel ``(x . y / D + 1) ** 3`` (Bińkowski et al. 2018)."""
+    return (np.asarray(x, np.float64) @ np.asarray(y, np.float64).T / x.shape[1] + 1.0) ** 3
+
+
+def kernel_distance(real: np.ndarray, fake: np.ndarray) -> float:
+    """Unbiased MMD² with :func:`polynomial_kernel` over the whole sets (KID without subsets)."""
+    return kid_from_kernels(polynomial_kernel(real, real), polynomial_kernel(fake, fake), polynomial_kernel(real, fake))
+
+
+def kid_from_kernels(
+    k_rr: np.ndarray,
+    k_ff: np.ndarray,
+    k_rf: np.ndarray,
+    count_r: np.ndarray | None = None,
+    count_f: np.ndarray | None = None,
+) -> float:
+    """Unbiased MMD² from kernel matrices; ``count_*`` are bootstrap multiplicities (pairs of a sample with itself,
+    duplicates included, are left out of the within-set means)."""
+    count_r = np.ones(len(k_rr)) if count_r is None else count_r
+    count_f = np.ones(len(k_ff)) if count_f is None else count_f
+
+    def within(k: np.ndarray, c: np.ndarray) -> float:
+        return float((c @ k @ c - (c**2 * np.diag(k)).sum()) / (c.sum() ** 2 - (c**2).sum()))
+
+    cross = float(count_r @ k_rf @ count_f / (count_r.sum() * count_f.sum()))
+    return within(k_rr, count_r) + within(k_ff, count_f) - 2 * cross

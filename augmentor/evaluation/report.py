@@ -23,33 +23,103 @@ def _fmt(value, digits: int = 3) -> str:
     return "—" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 
 
-def table_markdown(report: dict) -> str:
-    """Our rows and the paper's, side by side, each column naming the network behind it."""
-    match_net = report["match_features"]
+SWD_LEVELS = (128, 64, 32, 16)
+# (column header, metrics.json key, digits, scale); per-image means first, then the set-level distances.
+COLUMNS = [
+    ("SSIM ↑", "mean_ssim", 3, 1),
+    ("SSIM bg ↑", "mean_ssim_background", 3, 1),
+    *[(f"SWD{r} ↓", f"swd_{r}", 1, 1) for r in SWD_LEVELS],
+    ("FID-face ↓", "fid_face", 3, 1),
+    ("KID-face ×1e3 ↓", "kid_face", 2, 1e3),
+    ("match ↑", "mean_match", 3, 1),
+    ("face-perc ↓", "mean_face_perceptual", 3, 1),
+    ("LPIPS ↓", "mean_lpips", 3, 1),
+    ("PieAPP ↓", "mean_pieapp", 3, 1),
+    ("FID (Inception) ↓", "fid_inception", 2, 1),
+    ("dlib L2 ↓", "mean_dlib_l2", 3, 1),
+    ("dlib L2 (chip) ↓", "mean_chip_l2", 3, 1),
+    ("< 0.6 (chip) ↑", "mean_same_person", 3, 1),
+]
+METRIC_NAMES = {key.removeprefix("mean_"): header.split(" ↑")[0].split(" ↓")[0] for header, key, _, _ in COLUMNS}
+DIFF_SCALE = {"kid_face": 1e3}
+
+
+def _cell(m: dict, key: str, digits: int, scale: float) -> str:
+    value = m.get(key)
+    return _fmt(None if value is None else value * scale, digits)
+
+
+def _differences_markdown(report: dict) -> list[str]:
+    rows = report.get("differences") or []
+    if not rows:
+        return []
     lines = [
-        f"# Hallucination quality on {report['images_scored']} images",
+        "",
+        "## Model minus the best baseline, paired bootstrap 95% CI",
         "",
         (
-            f"Match: mean Pearson correlation of {match_net} features of hallucinated vs aligned original (whole "
-            "image). SSIM: Wang et al., 11x11 Gaussian, sigma 1.5. FID-face / KID-face: Fréchet / kernel distance "
-            "on dlib-ResNet 128-D features (not Inception; comparable only between runs of this tool). Face-perc: "
-            "RMS distance of dlib-ResNet feature maps. dlib L2: descriptor distance; < 0.6: share under dlib's "
-            "same-person threshold."
+            f"Resampled over the {report['images_scored']} evaluation images (paired: the same draw for the model "
+            f"and the baseline) and, for the set-level distances, over the {report['reference_images']} reference "
+            f"images; {report['settings']['num_bootstrap']} resamples ({report['settings']['swd_bootstrap']} for "
+            f"SWD: the spread of a {report['settings']['swd_bootstrap_projections']}-direction bootstrap, centred on "
+            "the full estimate). Wins: share of images on "
+            "which the model scores better. A verdict needs a CI that excludes 0."
         ),
         "",
+        "| model | metric | best baseline | model − baseline | 95% CI | model wins on | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d in rows:
+        scale = DIFF_SCALE.get(d["metric"], 1)
+        digits = 1 if d["metric"].startswith("swd") else 4
+        wins = "—" if d["wins"] is None else f"{100 * d['wins']:.1f}%"
+        lines.append(
+            f"| {d['model']} | {METRIC_NAMES.get(d['metric'], d['metric'])} | {d['baseline']} | "
+            f"{d['value'] * scale:+.{digits}f} | [{d['low'] * scale:+.{digits}f}, {d['high'] * scale:+.{digits}f}] | "
+            f"{wins} | {d['verdict']} |"
+        )
+    return lines
+
+
+def table_markdown(report: dict) -> str:
+    """Our rows, the real-vs-real floor, the CIs and the paper's rows, each column naming the network behind it."""
+    match_net = report["match_features"]
+    n, n_ref, dim = report["images_scored"], report["reference_images"], report["feature_dim"]
+    lines = [
+        f"# Hallucination quality on {n} images (reference set: {n_ref} disjoint real images)",
+        "",
         (
-            f"| method | match ({match_net}) ↑ | SSIM ↑ | FID-face (dlib 128-D) ↓ | KID-face ↓ | face-perc ↓ | "
-            "LPIPS (AlexNet) ↓ | PieAPP ↓ | FID (Inception) ↓ | dlib L2 ↓ | < 0.6 ↑ |"
+            f"Models run in **{report['precision']}** on {report['device']}; every metric network in fp32. "
+            "SSIM: Wang et al. as scikit-image computes it (11x11 Gaussian, σ 1.5, population covariances, "
+            "data range 255, valid region only, mean over RGB); SSIM bg: the same map over the background "
+            "(mask == 0) pixels only. SWD{res}: ProGAN's sliced Wasserstein distance ×1e3 per Laplacian level "
+            "(7x7 neighbourhoods, 512 directions) against the reference set. FID-face / KID-face: Fréchet / "
+            f"kernel distance of dlib-ResNet {dim}-D descriptors of the whole image against the reference set (not "
+            f"Inception). Match: mean Pearson correlation of {match_net} features with the original's (whole "
+            "image). Face-perc: RMS distance of dlib-ResNet feature maps. dlib L2: descriptor distance to the "
+            "original (whole image). dlib L2 (chip) and < 0.6 (chip), with --chip-identity: the same on dlib's "
+            "150 px face chips as verify-lfw cuts them, and the share under dlib's same-person threshold. Columns "
+            "nothing was measured for are left out (see the end). The 'real (held-out originals)' row scores the originals themselves "
+            "against the reference set: the floor of every set-level distance at this N."
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    if min(n, n_ref) < 2 * dim:
+        lines += [
+            "",
+            (
+                f"**Warning:** {min(n, n_ref)} images is under 2x the {dim}-D feature dimension: FID-face is biased "
+                "upward and unstable here; read it against the real-vs-real floor only."
+            ),
+        ]
+    columns = [c for c in COLUMNS if any(m.get(c[1]) is not None for m in report["methods"].values())]
+    lines += [
+        "",
+        "| method | " + " | ".join(c[0] for c in columns) + " |",
+        "|---|" + "---|" * len(columns),
     ]
     for name, m in report["methods"].items():
-        lines.append(
-            f"| {name} | {_fmt(m['mean_match'])} | {_fmt(m['mean_ssim'])} | {_fmt(m['fid_face'], 2)} | "
-            f"{_fmt(m['kid_face'], 4)} | {_fmt(m['mean_face_perceptual'])} | {_fmt(m.get('mean_lpips'))} | "
-            f"{_fmt(m.get('mean_pieapp'))} | {_fmt(m.get('fid_inception'), 2)} | {_fmt(m['mean_dlib_l2'])} | "
-            f"{_fmt(m['mean_same_person'])} |"
-        )
+        lines.append(f"| {name} | " + " | ".join(_cell(m, key, d, s) for _, key, d, s in columns) + " |")
+    lines += _differences_markdown(report)
     lines += [
         "",
         "## The paper's Table 1 (LFW), for reference",
@@ -64,8 +134,9 @@ def table_markdown(report: dict) -> str:
     lines += [
         "",
         (
-            f"{report['images_scored']} of {report['images_requested']} images masked "
-            f"({report['masking']}); {report['seconds']} s on {report['device']}."
+            f"{report['images_scored']} of {report['images_requested']} images and {report['reference_images']} of "
+            f"{report['reference_requested']} reference images masked ({report['masking']}); "
+            f"{report['seconds']} s on {report['device']}."
         ),
         "",
     ]

@@ -125,7 +125,37 @@ def level_descriptors(
     return [normalise(torch.cat(d)) for d in per_level]
 
 
-@torch.inference_mode()
+def describe_levels(
+    images: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    nhoods_per_image: int = NHOODS_PER_IMAGE,
+    min_resolution: int = MIN_RESOLUTION,
+    batch_size: int = 256,
+) -> dict[int, torch.Tensor]:
+    """Normalised descriptors of one image set: ``{res: [N * nhoods, 147]}``, finest first, rows grouped by image."""
+    resolutions = _levels(images, min_resolution)
+    with torch.inference_mode():
+        return dict(zip(resolutions, level_descriptors(images, resolutions, nhoods_per_image, rng, batch_size)))
+
+
+def swd_between(
+    real: dict[int, torch.Tensor],
+    fake: dict[int, torch.Tensor],
+    *,
+    num_projections: int = 512,
+    repeats: int = 4,
+    seed: int = 0,
+) -> dict[int, float]:
+    """SWD x 1e3 per level between two sets of :func:`describe_levels` descriptors."""
+    if list(real) != list(fake):
+        raise ValueError(f"image sizes differ: levels {list(real)} vs {list(fake)}")
+    return {
+        res: 1e3 * sliced_wasserstein(real[res], fake[res], num_projections, repeats, seed + k)
+        for k, res in enumerate(real)
+    }
+
+
 def multiscale_swd(
     real: np.ndarray,
     fake: np.ndarray,
@@ -155,13 +185,44 @@ def multiscale_swd(
     Raises:
         ValueError: not uint8 ``[N, H, W, 3]`` square power-of-two images, or the two sets differ in size.
     """
-    resolutions = _levels(real, min_resolution)
-    if _levels(fake, min_resolution) != resolutions:
-        raise ValueError(f"image sizes differ: {real.shape[1:]} vs {fake.shape[1:]}")
     real_rng, fake_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    real_desc = level_descriptors(real, resolutions, nhoods_per_image, real_rng, batch_size)
-    fake_desc = level_descriptors(fake, resolutions, nhoods_per_image, fake_rng, batch_size)
-    return {
-        res: 1e3 * sliced_wasserstein(a, b, num_projections, repeats, seed + k)
-        for k, (res, a, b) in enumerate(zip(resolutions, real_desc, fake_desc))
-    }
+    options = {"nhoods_per_image": nhoods_per_image, "min_resolution": min_resolution, "batch_size": batch_size}
+    return swd_between(
+        describe_levels(real, real_rng, **options),
+        describe_levels(fake, fake_rng, **options),
+        num_projections=num_projections,
+        repeats=repeats,
+        seed=seed,
+    )
+
+
+def project_levels(
+    descriptors: dict[int, torch.Tensor], num_images: int, *, num_projections: int = 64, seed: int = 0
+) -> dict[int, np.ndarray]:
+    """Per-image projections of :func:`describe_levels` descriptors for bootstrapping over images:
+    ``{res: [P, N, nhoods]}`` float32. The directions depend on ``seed`` and the level only, so sets projected with
+    the same seed are comparable (:func:`swd_resampled`)."""
+    out = {}
+    for k, (res, desc) in enumerate(descriptors.items()):
+        gen = torch.Generator().manual_seed(seed + k)
+        dirs = torch.randn(num_projections, desc.shape[1], generator=gen)
+        dirs = dirs / dirs.norm(dim=1, keepdim=True)
+        out[res] = (dirs @ desc.T).numpy().reshape(num_projections, num_images, -1)
+    return out
+
+
+def sorted_resample(projections: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Sorted ``[P, N * nhoods]`` projections of a bootstrap resample (image ``i`` repeated ``counts[i]`` times)."""
+    resampled = np.repeat(projections, counts.astype(np.int64), axis=1)
+    return np.sort(resampled.reshape(len(projections), -1), axis=1)
+
+
+def swd_sorted(sa: np.ndarray, sb: np.ndarray) -> float:
+    """SWD x 1e3 between two sorted ``[P, M]`` projection sets (compared at the smaller one's quantiles)."""
+    count = min(sa.shape[1], sb.shape[1])
+    return 1e3 * float(np.abs(_quantiles(sa, count) - _quantiles(sb, count)).mean())
+
+
+def swd_resampled(a: np.ndarray, b: np.ndarray, count_a: np.ndarray, count_b: np.ndarray) -> float:
+    """SWD x 1e3 between two ``[P, N, nhoods]`` projection sets whose images appear ``count_*`` times."""
+    return swd_sorted(sorted_resample(a, count_a), sorted_resample(b, count_b))
