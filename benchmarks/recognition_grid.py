@@ -59,6 +59,7 @@ RATES = {
     "cascade": 36.0,  # docs/pipeline.md: the pipeline on 3,463 CelebA images, bf16
     "donor": 36.0,  # not measured: assumed as fast as the cascade
 }
+STARTUP_S = 20.0  # per command: imports, reading the manifests, Ray start-up (10-22 s measured for `augmentor run`)
 VAL_FRACTION = 0.1
 RATES_FILE = "rates.json"  # --measure's output in OUT/: this machine's wall rates, used by the plan instead of RATES
 VERIFY_LIMIT = 150  # 3,000 of View 2's 6,000 pairs: what the 2.5 h budget leaves for 18 models x 3 contexts
@@ -155,7 +156,7 @@ class Grid:
                 Step(
                     f"preprocess {ds}",
                     [exe, "preprocess", *listing, "--out", str(out), "--no-progress"],
-                    counts[ds] / rates["preprocess"],
+                    STARTUP_S + counts[ds] / rates["preprocess"],
                     (out / "summary.json").is_file(),
                     out,
                 )
@@ -171,7 +172,7 @@ class Grid:
                     Step(
                         f"{kind} copies of {ds}",
                         [exe, "run", *listing, *extra, "--copies", "1", "--out", str(out), "--no-progress"],
-                        counts[ds] / rates[kind],
+                        STARTUP_S + counts[ds] / rates[kind],
                         (out / "manifest.parquet").is_file(),
                         out,
                     )
@@ -205,7 +206,8 @@ class Grid:
                         command += ["--out", str(root), "--no-progress"]
                         if regime in self.epochs:
                             command += ["--epochs", str(self.epochs[regime])]
-                    steps.append(Step(f"finetune {label}", command, epochs * per_epoch, finished(run), root))
+                    seconds = STARTUP_S + epochs * per_epoch
+                    steps.append(Step(f"finetune {label}", command, seconds, finished(run), root))
                     models[label] = root
         steps.append(self._verify_step(exe, models, rates))
         steps.append(
@@ -230,7 +232,7 @@ class Grid:
             (num_images + (len(self.contexts) - 1) * num_right) / rates[label.split("/")[0]]["embed"]
             for label in models
         )
-        seconds = num_images / rates["align"] + embed
+        seconds = STARTUP_S + num_images / rates["align"] + embed
         command = [exe, "verify-lfw", "--root", str(self.lfw / "images"), "--pairs", str(pairs)]
         command += ["--out", str(self.out / "verify"), "--device", self.device, "--no-progress"]
         command += ["--context", ",".join(self.contexts)]
