@@ -112,6 +112,12 @@ def group_arms(rows: list[Row], arm_specs: list[str] | tuple[str, ...] = ()) -> 
     return arms
 
 
+def _no_spread() -> dict:
+    """Identical differences on every seed (or no spread in either arm): a t test is undefined, and on a small pair
+    set discrete accuracies make this happen by chance, so no verdict is claimed."""
+    return {"t": math.nan, "p": math.nan, "verdict": "untested (no spread between runs to test against)"}
+
+
 def seed_test(base: Arm, arm: Arm, a: list[float], b: list[float]) -> dict:
     """``b - a`` over runs: paired t test when both arms have runs of the same seeds, else Welch's t test.
 
@@ -129,18 +135,15 @@ def seed_test(base: Arm, arm: Arm, a: list[float], b: list[float]) -> dict:
         order_b = [b[arm.seeds.index(s)] for s in sorted(arm.seeds)]
         diff = np.subtract(order_b, order_a)
         result |= {"test": "paired", "diff_mean": float(diff.mean()), "diff_std": float(diff.std(ddof=1))}
-        if result["diff_std"] > SPREAD_EPS:
-            t, p = stats.ttest_rel(order_b, order_a)
-        else:  # identical differences: no spread to test against
-            t, p = (0.0, 1.0) if abs(diff.mean()) < SPREAD_EPS else (math.copysign(math.inf, diff.mean()), 0.0)
+        if result["diff_std"] <= SPREAD_EPS:
+            return result | _no_spread()
+        t, p = stats.ttest_rel(order_b, order_a)
     elif len(a) > 1 and len(b) > 1:
         result |= {"test": "welch", "diff_mean": float(np.mean(b) - np.mean(a))}
         result["diff_std"] = float(math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b)))
-        if result["diff_std"] > SPREAD_EPS:
-            t, p = stats.ttest_ind(b, a, equal_var=False)
-        else:
-            mean = result["diff_mean"]
-            t, p = (0.0, 1.0) if abs(mean) < SPREAD_EPS else (math.copysign(math.inf, mean), 0.0)
+        if result["diff_std"] <= SPREAD_EPS:
+            return result | _no_spread()
+        t, p = stats.ttest_ind(b, a, equal_var=False)
     else:
         result |= {"test": "none", "diff_mean": float(np.mean(b) - np.mean(a)), "diff_std": math.nan}
         result |= {"t": math.nan, "p": math.nan, "verdict": "untested (one run in an arm: train more seeds)"}

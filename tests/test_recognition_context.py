@@ -276,7 +276,8 @@ def _grid_report(path: Path) -> Path:
         ):
             folds = [a + shift + gain for a in BASE_FOLDS]
             entry = _entry(folds, 0.80 + shift + gain, fake=fake)
-            entry["contexts"] = {"masked": _entry([a - drop - 0.001 * seed for a in folds], 0.7 + shift + gain)}
+            slope = 0.002 if arm == "cascade" else 0.001  # cascade's drop shrinks less with the seed
+            entry["contexts"] = {"masked": _entry([a - drop - slope * seed for a in folds], 0.7 + shift + gain)}
             models[f"pretrained/{arm}-s{seed}"] = entry
     for seed in (0, 1, 2):
         models[f"scratch/real-s{seed}"] = _entry([a - 0.2 + 0.01 * seed for a in BASE_FOLDS], 0.3)
@@ -338,9 +339,11 @@ def test_seed_tests_paired_and_welch(tmp_path):
     donor = tests["pretrained/donor", "original", "accuracy"]
     assert donor["test"] == "paired" and donor["verdict"] == "inside the noise" and donor["p"] > 0.05
 
-    drop = tests["pretrained/cascade", "masked", "accuracy drop"]  # cascade loses 0.02, real 0.05
-    assert drop["diff_mean"] == pytest.approx(0.03) and drop["verdict"] == "gain"
-    assert tests["pretrained/donor", "masked", "accuracy drop"]["diff_std"] == pytest.approx(0.0)
+    drop = tests["pretrained/cascade", "masked", "accuracy drop"]  # cascade loses 0.02-0.024, real 0.05-0.052
+    assert drop["diff_mean"] == pytest.approx(0.029) and drop["diff_std"] == pytest.approx(0.001)
+    assert drop["verdict"] == "gain"
+    same = tests["pretrained/donor", "masked", "accuracy drop"]  # donor drops exactly as real on every seed
+    assert same["diff_std"] == pytest.approx(0.0) and same["verdict"].startswith("untested (no spread")
 
     welch = tests["scratch/cascade", "original", "accuracy"]
     a = [np.mean(BASE_FOLDS) - 0.2 + 0.01 * s for s in range(3)]
