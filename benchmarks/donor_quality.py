@@ -4,7 +4,8 @@ Every method fills the context of the same preprocessed faces (for the issue: 30
 donor settings were tuned on CelebA validation identities by ``benchmarks/donor_tune.py``, never here). Scores
 against the aligned originals:
 
-- ``ssim``: whole-image SSIM (``augmentor.evaluation.metrics.ssim``: 11x11 Gaussian window, sigma 1.5);
+- ``ssim``: whole-image SSIM, torchmetrics' (11x11 Gaussian window, sigma 1.5, data range 1), computed here so the
+  figures do not move when ``augmentor.evaluation.metrics.ssim`` changes its definition;
 - ``ssim_background``: the same SSIM map averaged over the context pixels only (mask 0);
 - ``swd``: ProGAN's multi-scale sliced Wasserstein distance x 1e3 between the originals and the outputs, per
   pyramid level (``augmentor.evaluation.swd.multiscale_swd``), when that module is installed.
@@ -30,30 +31,26 @@ import numpy as np
 NAIVE = {"refine": False, "colour_near": 0.0, "colour_far": 0.0, "seam_width": 0, "band_dilation": 0}
 
 
-def background_ssim(a: np.ndarray, b: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Per-image mean of the SSIM map over the pixels outside the face mask."""
+def ssim_both(a: np.ndarray, b: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image whole-image SSIM, and the mean of the SSIM map over the pixels outside the face mask."""
     import torch
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     from augmentor.evaluation.metrics import to_tensor
 
     x, y = to_tensor(a).float() / 255.0, to_tensor(b).float() / 255.0
-    _, full = structural_similarity_index_measure(
+    whole, full = structural_similarity_index_measure(
         x, y, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=1.0, reduction="none",
         return_full_image=True,
     )  # fmt: skip
     per_pixel = full.mean(1)  # [N, H, W], channels averaged
     context = torch.from_numpy(masks == 0)
-    return ((per_pixel * context).sum((1, 2)) / context.sum((1, 2)).clamp_min(1)).numpy()
+    return whole.numpy(), ((per_pixel * context).sum((1, 2)) / context.sum((1, 2)).clamp_min(1)).numpy()
 
 
 def scores(outputs: np.ndarray, originals: np.ndarray, masks: np.ndarray) -> dict:
-    from augmentor.evaluation.metrics import ssim
-
-    row = {
-        "ssim": float(ssim(outputs, originals).mean()),
-        "ssim_background": float(background_ssim(outputs, originals, masks).mean()),
-    }
+    whole, background = ssim_both(outputs, originals, masks)
+    row = {"ssim": float(whole.mean()), "ssim_background": float(background.mean())}
     try:
         from augmentor.evaluation.swd import multiscale_swd
     except ImportError:
