@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -12,8 +13,16 @@ from click.testing import CliRunner
 
 from augmentor.cli import main
 from augmentor.evaluation.baselines import BASELINES, fill_all
-from augmentor.evaluation.evaluate import EvalSettings, evaluate, select
-from augmentor.evaluation.metrics import FaceDescriptor, ResNet50Features, feature_fid, pearson, ssim, to_tensor
+from augmentor.evaluation.evaluate import REAL, EvalSettings, evaluate, select, select_reference
+from augmentor.evaluation.metrics import (
+    FaceDescriptor,
+    ResNet50Features,
+    frechet_distance,
+    kernel_distance,
+    pearson,
+    ssim,
+    to_tensor,
+)
 from augmentor.resources import MissingModelFileError
 
 
@@ -46,8 +55,8 @@ def test_identical_images_score_perfectly_and_shifted_ones_lower(aligned_faces, 
     moved = descriptor(to_tensor(shifted))
     np.testing.assert_allclose(pearson(feats, feats).numpy(), 1.0, atol=1e-5)
     assert torch.all(pearson(feats, moved) < 1 - 1e-3)
-    fid_same, kid_same, _ = feature_fid(feats, feats)
-    fid_moved, _, _ = feature_fid(feats, moved)
+    fid_same, kid_same = frechet_distance(feats.numpy(), feats.numpy()), kernel_distance(feats.numpy(), feats.numpy())
+    fid_moved = frechet_distance(feats.numpy(), moved.numpy())
     assert abs(fid_same) < 1e-3 and abs(kid_same) < 1e-2
     assert fid_moved > fid_same + 1e-3
 
@@ -89,11 +98,38 @@ def test_resnet50_features_from_a_local_file(tmp_path):
         ResNet50Features(tmp_path / "missing.pth")
 
 
-def test_select_is_deterministic():
+def test_select_is_deterministic_and_the_reference_disjoint():
     table = pd.DataFrame({"image_id": [f"i{k}" for k in range(50)]})
     a, b, c = select(table, 10, 0), select(table, 10, 0), select(table, 10, 1)
     assert list(a.image_id) == list(b.image_id) and list(a.image_id) != list(c.image_id)
     assert len(select(table, None, 0)) == 50
+    ref = select_reference(table, a, 30, 0)
+    assert len(ref) == 30 and not set(ref.image_id) & set(a.image_id)
+    assert list(ref.image_id) == list(select_reference(table, a, 30, 0).image_id)
+    assert len(select_reference(table, a, 100, 0)) == 40  # everything left
+
+
+def test_scores_order_a_degradation_ladder(aligned_faces):
+    """Original > light blur > heavy blur of the background on every per-image and set-level metric."""
+    import cv2
+
+    from augmentor.evaluation.scorer import Scorer
+
+    images, masks = aligned_faces
+    originals, reference = images[:5], images[5:]
+    inside = masks[:5, ..., None].astype(bool)
+
+    def blur(sigma):
+        return np.where(inside, originals, np.stack([cv2.GaussianBlur(im, (0, 0), sigma) for im in originals]))
+
+    scorer = Scorer(originals, EvalSettings(batch_size=8), torch.device("cpu"), masks=masks[:5], reference=reference)
+    ladder = [scorer.per_image(x) | scorer.set_level(x) for x in (originals, blur(1.0), blur(3.0))]
+    for better, worse in itertools.pairwise(ladder):
+        assert np.all(better["ssim"] > worse["ssim"]) and np.all(better["ssim_background"] > worse["ssim_background"])
+        assert np.all(better["match"] > worse["match"])
+        assert better["dlib_l2"].mean() < worse["dlib_l2"].mean()
+        assert better["face_perceptual"].mean() < worse["face_perceptual"].mean()
+    np.testing.assert_allclose(ladder[0]["ssim"], 1.0, atol=1e-9)
 
 
 @pytest.fixture(scope="module")
@@ -110,31 +146,47 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture
 def lfw_tree(lfw_images, tmp_path):
     root = tmp_path / "lfw"
-    for path in lfw_images[:6]:
+    for path in lfw_images:
         folder = root / path.stem.rsplit("_", 1)[0]
         folder.mkdir(parents=True)
         (folder / path.name).write_bytes(path.read_bytes())
     return root
 
 
-def test_evaluate_writes_every_report(lfw_tree, tiny_checkpoint, tmp_path, no_torch_hub):
+def test_evaluate_orders_the_metrics_on_real_faces(lfw_tree, tiny_checkpoint, tmp_path, no_torch_hub):
     from augmentor.datasets.adapters import load_dataset
 
     out = tmp_path / "eval"
-    report = evaluate(load_dataset("lfw", lfw_tree), out, {"tiny": tiny_checkpoint}, EvalSettings(limit=5, workers=1))
-    assert report["images_scored"] == 5
-    assert set(report["methods"]) == {*BASELINES, "tiny"}
-    black = report["methods"]["black mask"]
-    assert black["mean_ssim"] < report["methods"]["cv2 Navier-Stokes"]["mean_ssim"]
-    assert 0 < black["mean_match"] < 1 and black["fid_face"] > 0
-    assert set(report["unavailable"]) == {"LPIPS", "PieAPP", "FID-Inception"}
+    settings = EvalSettings(limit=5, workers=1, num_bootstrap=50, swd_bootstrap=10, chip_identity=True)
+    report = evaluate(load_dataset("lfw", lfw_tree), out, {"tiny": tiny_checkpoint}, settings)
+    assert report["images_scored"] == 5 and report["reference_images"] == 5 and report["precision"] == "fp32"
+    assert set(report["methods"]) == {*BASELINES, "tiny", REAL}
+    m = report["methods"]
+    black, mean, ns, real = m["black mask"], m["mean-colour fill"], m["cv2 Navier-Stokes"], m[REAL]
+    # SSIM: any fill beats black, smooth inpainting beats a flat colour over the whole image; the background alone
+    # scores below the whole image (the pasted-back face scores high for every method); black's background is ~0
+    assert black["mean_ssim"] < mean["mean_ssim"] < ns["mean_ssim"]
+    assert black["mean_ssim_background"] < 0.05
+    assert min(mean["mean_ssim_background"], ns["mean_ssim_background"]) > 0.2
+    for name in BASELINES:
+        assert m[name]["mean_ssim_background"] < m[name]["mean_ssim"] - 0.1
+    # set-level distances against the disjoint real set: the real originals are the floor
+    for key in ("fid_face", "kid_face", "swd_128", "swd_64"):
+        assert real[key] < black[key], key
+    # the face chip is nearly all face pixels, identical by construction: dlib calls every fill the same person
+    assert black["mean_same_person"] == 1.0 and black["mean_chip_l2"] < black["mean_dlib_l2"]
+    metrics = {d["metric"] for d in report["differences"]}
+    assert {"ssim", "ssim_background", "fid_face", "kid_face", "swd_128", "swd_16", "same_person"} <= metrics
+    for d in report["differences"]:
+        assert d["model"] == "tiny" and d["baseline"] in BASELINES and d["low"] <= d["high"], d
     table = (out / "table.md").read_text()
-    assert "| cv2 Navier-Stokes |" in table and "Cascaded (paper)" in table and "not available here" in table
-    assert "FID-face (dlib 128-D)" in table and "FID (Inception)" in table
+    assert "| cv2 Navier-Stokes |" in table and f"| {REAL} |" in table and "Cascaded (paper)" in table
+    assert "SSIM bg" in table and "SWD128" in table and "95% CI" in table and "**fp32**" in table
+    assert "Warning:** 5 images is under 2x the 128-D" in table and "not available here" in table
     for name in ("comparison.png", "match_histogram.png"):
         assert (out / name).stat().st_size > 5000
     per_image = pd.read_parquet(out / "per_image.parquet")
-    assert len(per_image) == 5 * 5 and {"match", "ssim", "dlib_l2", "face_perceptual"} <= set(per_image)
+    assert len(per_image) == 5 * 5 and {"match", "ssim", "ssim_background", "dlib_l2"} <= set(per_image)
     assert json.loads((out / "metrics.json").read_text())["methods"]["tiny"]["mean_ssim"] > 0
 
 
@@ -149,6 +201,11 @@ def test_cli_evaluate(lfw_tree, tiny_checkpoint, tmp_path, no_torch_hub):
     assert missing.exit_code == 1 and "--baselines-only" in missing.output
     not_ckpt = runner.invoke(main, [*base, "--out", str(tmp_path / "b"), "--model", str(tmp_path)])
     assert not_ckpt.exit_code == 2 and "not a checkpoint folder" in not_ckpt.output
-    ok = runner.invoke(main, [*base, "--out", str(tmp_path / "c"), "--model", f"mine={tiny_checkpoint}"])
+    ok = runner.invoke(
+        main,
+        [*base, "--out", str(tmp_path / "c"), "--model", f"mine={tiny_checkpoint}", "--bootstrap", "20"]
+        + ["--precision", "bf16", "--reference-size", "4"],
+    )
     assert ok.exit_code == 0, ok.output
-    assert "| mine |" in ok.output and "| cv2 Telea |" in ok.output
+    assert "| mine |" in ok.output and "| cv2 Telea |" in ok.output and "**bf16**" in ok.output
+    assert "reference set: 4 disjoint real images" in ok.output
