@@ -92,7 +92,7 @@ def table_markdown(report: dict) -> str:
             f"Models run in **{report['precision']}** on {report['device']}; every metric network in fp32. "
             "SSIM: Wang et al. as scikit-image computes it (11x11 Gaussian, σ 1.5, population covariances, "
             "data range 255, valid region only, mean over RGB); SSIM bg: the same map over the background "
-            "(mask == 0) pixels only. SWD{res}: ProGAN's sliced Wasserstein distance ×1e3 per Laplacian level "
+            "(mask == 0) pixels only. SWD128 … SWD16: ProGAN's sliced Wasserstein distance ×1e3 per Laplacian level "
             "(7x7 neighbourhoods, 512 directions) against the reference set. FID-face / KID-face: Fréchet / "
             f"kernel distance of dlib-ResNet {dim}-D descriptors of the whole image against the reference set (not "
             f"Inception). Match: mean Pearson correlation of {match_net} features with the original's (whole "
