@@ -248,10 +248,11 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     Unbiased covariances and ``Tr sqrt(S1 S2)`` from the eigenvalues of ``S1 S2``, as torchmetrics computes FID.
     """
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
-    return _frechet(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
+    return frechet_from_moments(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
 
 
-def _frechet(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
+def frechet_from_moments(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
+    """Fréchet distance of two Gaussians given by their means and covariances."""
     eig = np.linalg.eigvals(s1 @ s2)
     trace_sqrt = np.sqrt(np.clip(eig.real, 0, None)).sum()
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt)

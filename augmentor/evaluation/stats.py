@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from augmentor.evaluation.metrics import _frechet, kid_from_kernels
+from augmentor.evaluation.metrics import frechet_from_moments, kid_from_kernels
 
 
 @dataclass
@@ -44,7 +44,7 @@ def bootstrap_counts(n: int, num: int, seed: int) -> np.ndarray:
 
 
 def percentile_ci(samples: np.ndarray) -> tuple[float, float]:
-    low, high = np.percentile(samples, [2.5, 97.5])
+    low, high = np.nanpercentile(samples, [2.5, 97.5])  # a tiny resample can leave KID undefined (NaN)
     return float(low), float(high)
 
 
@@ -88,7 +88,8 @@ def fid_differences(
     for c, rc in zip(counts, ref_counts):
         mu_r, s_r = weighted_moments(reference, rc)
         out.append(
-            _frechet(mu_r, s_r, *weighted_moments(model, c)) - _frechet(mu_r, s_r, *weighted_moments(baseline, c))
+            frechet_from_moments(mu_r, s_r, *weighted_moments(model, c))
+            - frechet_from_moments(mu_r, s_r, *weighted_moments(baseline, c))
         )
     return np.asarray(out)
 
