@@ -209,3 +209,21 @@ def test_cli_evaluate(lfw_tree, tiny_checkpoint, tmp_path, no_torch_hub):
     assert ok.exit_code == 0, ok.output
     assert "| mine |" in ok.output and "| cv2 Telea |" in ok.output and "**bf16**" in ok.output
     assert "reference set: 4 disjoint real images" in ok.output
+
+
+def test_cli_evaluate_adds_the_nearest_donor_row(lfw_tree, face_shards, tmp_path, no_torch_hub):
+    import json
+
+    from augmentor.evaluation.evaluate import DONOR
+
+    out = tmp_path / "donor"
+    args = ["evaluate", "--root", str(lfw_tree), "--limit", "3", "--workers", "1", "--baselines-only"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out), "--donors", str(face_shards), "--bootstrap", "10"])
+    assert result.exit_code == 0, result.output
+    assert f"| {DONOR} |" in result.output
+    report = json.loads((out / "metrics.json").read_text())
+    assert DONOR in report["methods"] and DONOR not in report["baselines"]
+    assert {"mean_ssim", "swd_128"} <= set(report["methods"][DONOR])
+    assert (face_shards / "donor_bank" / "bank.json").is_file()  # built once, beside the shards
+    missing = CliRunner().invoke(main, [*args, "--out", str(out), "--donors", str(tmp_path / "nope")])
+    assert missing.exit_code == 2

@@ -91,6 +91,14 @@ def _model_label(spec: str) -> tuple[str, Path]:
     is_flag=True,
     help="Also score dlib L2 and the share under dlib's 0.6 threshold on dlib's face chips (one more dlib pass per method).",
 )
+@click.option(
+    "--donors",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Add a 'nearest-donor context' row: a preprocess output folder (e.g. of CelebA) or its saved donor bank "
+    "(see docs/donors.md). Never LFW itself.",
+)
 def evaluate(
     model_specs,
     progan,
@@ -112,6 +120,7 @@ def evaluate(
     reference_size,
     num_bootstrap,
     chip_identity,
+    donors,
 ) -> None:
     """Score hallucinations against the aligned originals: the paper's Table 1, with baselines in the same run.
 
@@ -160,6 +169,7 @@ def evaluate(
         num_bootstrap=num_bootstrap,
         swd_bootstrap=max(10, num_bootstrap // 10),
         chip_identity=chip_identity,
+        donors=str(donors) if donors else None,
     )
     _, _, table = load_listing(dataset, root, identities, path_column, identity_column)
     try:

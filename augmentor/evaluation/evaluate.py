@@ -40,6 +40,10 @@ class EvalSettings:
     swd_projections: int = 512  # SWD directions (ProGAN: 4 x 128)
     swd_bootstrap_projections: int = 64  # directions of the SWD bootstrap
     chip_identity: bool = False  # dlib L2 and same-person share on dlib's face chips (one more dlib pass per set)
+    donors: str | None = None  # a preprocess folder or saved donor bank: adds the nearest-donor context row
+
+
+DONOR = "nearest-donor context"  # the row of augmentor.donors: the context of the nearest real face of another person
 
 
 def select(table: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
@@ -66,8 +70,17 @@ def _faces(masked: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
     return masked[masked["image_id"].isin(set(ids))].reset_index(drop=True)
 
 
-def hallucinate(models: dict[str, str | Path], masked: np.ndarray, masks: np.ndarray, settings: EvalSettings, device):
-    """Every baseline's and model's fill of ``masked``: ``{name: uint8 [N, S, S, 3]}``."""
+def hallucinate(
+    models: dict[str, str | Path],
+    masked: np.ndarray,
+    masks: np.ndarray,
+    settings: EvalSettings,
+    device,
+    landmarks: np.ndarray | None = None,
+    identities: list[str] | None = None,
+):
+    """Every baseline's, model's and (with ``settings.donors``) the donor method's fill of ``masked``:
+    ``{name: uint8 [N, S, S, 3]}``."""
     from tqdm import tqdm
 
     from augmentor.hallucinator import Hallucinator
@@ -75,6 +88,14 @@ def hallucinate(models: dict[str, str | Path], masked: np.ndarray, masks: np.nda
     outputs: dict[str, np.ndarray] = {}
     for name, fill in tqdm(BASELINES.items(), desc="baselines", unit="method"):
         outputs[name] = fill_all(fill, masked, masks)
+    if settings.donors is not None:
+        from augmentor.donors import DonorBank
+
+        if landmarks is None:
+            raise ValueError("the donor row needs the faces' landmarks")
+        bank = DonorBank.load(settings.donors)
+        results = bank.recontext(masked, masks, landmarks, identities, k=1)
+        outputs[DONOR] = np.stack([copies[0].image for copies in results])
     for name, path in models.items():
         hal = Hallucinator.from_pretrained(
             path, device=str(device), batch_size=settings.batch_size, precision=settings.precision
@@ -134,7 +155,8 @@ def evaluate(table: pd.DataFrame, out_dir: str | Path, models: dict[str, str | P
     landmarks = np.stack([np.asarray(p, np.float32).reshape(68, 2) for p in faces["landmarks"]])  # [N, 68, 2]
     real = np.stack([decode_png(b) for b in reference["aligned"]])  # [M, S, S, 3], disjoint from the originals
     masked = originals * masks[..., None]
-    outputs = hallucinate(models, masked, masks, settings, device)
+    identities = [str(i) for i in faces["identity"]]
+    outputs = hallucinate(models, masked, masks, settings, device, landmarks, identities)
 
     scorer = Scorer(originals, settings, device, masks=masks, landmarks=landmarks, reference=real)
     swd_options = {"num_projections": settings.swd_projections, "seed": settings.seed}
