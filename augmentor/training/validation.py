@@ -44,7 +44,8 @@ class ValidationMixin:
         """Realism and structure of the 128 px output on the validation faces that lie wholly inside their photo.
 
         ``swd_N``: multi-scale sliced Wasserstein distance x 1e3 against the same faces' originals, per pyramid level
-        (lower is more realistic texture); ``ssim``: whole-image SSIM (torchmetrics, fp32). Empty without
+        (lower is more realistic texture); ``ssim``: whole-image SSIM as the training loss computes it
+        (torchmetrics, fp32, padded border included: a training signal, not the evaluation's scikit-image SSIM). Empty without
         validation faces.
         """
         from augmentor.evaluation.swd import multiscale_swd
