@@ -133,7 +133,8 @@ def plot_gan_curves(metrics_path: str | Path, out_path: str | Path) -> Path | No
     for ax in axes:
         ax.set_xlabel("epoch")
     for ax in axes[:3]:
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     out_path = Path(out_path)
     fig.savefig(out_path, dpi=90)
