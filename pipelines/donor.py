@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 
-from pipelines.stages import PASS_THROUGH, SIZE, copies_of, write_batch
+from pipelines.stages import SIZE, MatchScorer, copies_of, stage_columns, write_batch
 
 
-class DonorPredictor:
+class DonorPredictor(MatchScorer):
     """Put every face into the context of its nearest donors and score it against the aligned original, in one actor.
 
     Loads the donor bank (built by the driver beforehand) and the dlib-ResNet descriptor once.
@@ -53,25 +53,7 @@ class DonorPredictor:
         self.descriptor = FaceDescriptor(descriptor_weights).to(self.device)
         self.copies, self.batch_size = copies, batch_size
 
-    def describe(self, images: np.ndarray):
-        """dlib-ResNet descriptors ``[N, 128]`` of ``[N, S, S, 3]`` uint8 images, ``batch_size`` at a time."""
-        import torch
-
-        from augmentor.evaluation.metrics import to_tensor
-        from augmentor.precision import autocast
-
-        with autocast(self.precision, self.device):
-            chunks = [
-                self.descriptor(to_tensor(images[i : i + self.batch_size])).float()
-                for i in range(0, len(images), self.batch_size)
-            ]
-        return torch.cat(chunks)
-
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        from augmentor.evaluation.metrics import pearson
-
         start = time.perf_counter()
         rows, ks = copies_of(batch["todo"], self.copies)
         images = np.zeros((len(rows), SIZE, SIZE, 3), np.uint8)
@@ -92,21 +74,14 @@ class DonorPredictor:
                 result = self.bank.compose(aligned[i], masks[i], landmarks[i], int(indices[i, k]), distances[i, k])
                 images[out_row] = result.image
                 donor_ids[out_row], donor_identities[out_row] = result.donor_image_id, result.donor_identity
-            with torch.inference_mode():
-                reference = self.describe(aligned)
-                scores[faces] = pearson(self.describe(images[faces]), reference[position]).float().cpu().numpy()
-        per_copy = np.asarray([int(b).bit_count() for b in batch["todo"]], np.float64)[rows]
-        seconds = time.perf_counter() - start
+            scores[faces] = self.match_scores(images[faces], aligned, position)
         return {
-            **{name: np.asarray(batch[name])[rows] for name in PASS_THROUGH},
-            "copy": ks,
+            **stage_columns(batch, rows, ks, start),
             "seed": np.zeros(len(rows), np.int64),  # the donor method draws no noise
             "image": images,
             "match_score": scores,
             "donor_image_id": donor_ids,
             "donor_identity": donor_identities,
-            "mask_s": np.asarray(batch["mask_s"], np.float64)[rows] / np.maximum(per_copy, 1),
-            "hallucinate_s": np.full(len(rows), seconds / max(len(rows), 1)),
         }
 
 

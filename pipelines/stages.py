@@ -84,7 +84,49 @@ class MaskStage:
         }
 
 
-class Predictor:
+class MatchScorer:
+    """The match score of a hallucinating stage: the Pearson correlation of the dlib-ResNet descriptors of each
+    output and of its aligned original. Subclasses set ``descriptor``, ``device``, ``precision`` and ``batch_size``."""
+
+    def describe(self, images: np.ndarray):
+        """dlib-ResNet descriptors ``[N, 128]`` of ``[N, S, S, 3]`` uint8 images, ``batch_size`` at a time."""
+        import torch
+
+        from augmentor.evaluation.metrics import to_tensor
+        from augmentor.precision import autocast
+
+        with autocast(self.precision, self.device):
+            chunks = [
+                self.descriptor(to_tensor(images[i : i + self.batch_size])).float()
+                for i in range(0, len(images), self.batch_size)
+            ]
+        return torch.cat(chunks)
+
+    def match_scores(self, outputs: np.ndarray, originals: np.ndarray, position: np.ndarray) -> np.ndarray:
+        """Score of ``outputs[j]`` against ``originals[position[j]]``; each original is described once."""
+        import torch
+
+        from augmentor.evaluation.metrics import pearson
+
+        with torch.inference_mode():
+            reference = self.describe(originals)
+            return pearson(self.describe(outputs), reference[position]).float().cpu().numpy()
+
+
+def stage_columns(batch: dict[str, np.ndarray], rows: np.ndarray, ks: np.ndarray, start: float) -> dict:
+    """The output columns every hallucinating stage shares: the pass-through columns of each output row, its copy
+    number, and the masking and hallucinating seconds spread over the copies (``start``: the stage's start time)."""
+    per_copy = np.asarray([int(b).bit_count() for b in batch["todo"]], np.float64)[rows]
+    seconds = time.perf_counter() - start
+    return {
+        **{name: np.asarray(batch[name])[rows] for name in PASS_THROUGH},
+        "copy": ks,
+        "mask_s": np.asarray(batch["mask_s"], np.float64)[rows] / np.maximum(per_copy, 1),
+        "hallucinate_s": np.full(len(rows), seconds / max(len(rows), 1)),
+    }
+
+
+class Predictor(MatchScorer):
     """Hallucinate every copy still to make and score it against the aligned original, in one actor.
 
     Loads the checkpoint and the dlib-ResNet descriptor once. Failed rows pass through with a blank image.
@@ -127,27 +169,12 @@ class Predictor:
         )
         if self.hallucinator.resolution != SIZE:
             raise ValueError(f"{model} outputs {self.hallucinator.resolution} px; the pipeline aligns to {SIZE} px")
-        self.descriptor = FaceDescriptor(descriptor_weights).to(self.hallucinator.device)
+        self.device = self.hallucinator.device
+        self.descriptor = FaceDescriptor(descriptor_weights).to(self.device)
         self.copies, self.seed, self.batch_size = copies, seed, batch_size
-
-    def describe(self, images: np.ndarray):
-        """dlib-ResNet descriptors ``[N, 128]`` of ``[N, S, S, 3]`` uint8 images, ``batch_size`` at a time."""
-        import torch
-
-        from augmentor.evaluation.metrics import to_tensor
-        from augmentor.precision import autocast
-
-        with autocast(self.precision, self.hallucinator.device):
-            chunks = [
-                self.descriptor(to_tensor(images[i : i + self.batch_size])).float()
-                for i in range(0, len(images), self.batch_size)
-            ]
-        return torch.cat(chunks)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
-
-        from augmentor.evaluation.metrics import pearson
 
         start = time.perf_counter()
         rows, ks = copies_of(batch["todo"], self.copies)
@@ -158,25 +185,13 @@ class Predictor:
         ok = np.asarray([str(s) == "ok" for s in batch["status"]], dtype=bool)
         faces = ok[rows]  # output rows with a face to paint around
         if faces.any():
+            aligned, mask = batch["aligned"][rows[faces]], batch["mask"][rows[faces]]
             with torch.inference_mode():
-                aligned, mask = batch["aligned"][rows[faces]], batch["mask"][rows[faces]]
                 out = self.hallucinator(aligned * mask[..., None], mask, seeds=seeds[faces].tolist())
-                images[faces] = out
-                originals = np.flatnonzero(ok)  # each original described once, whatever its number of copies
-                reference = self.describe(batch["aligned"][originals])
-                position = np.searchsorted(originals, rows[faces])
-                scores[faces] = pearson(self.describe(out), reference[position]).float().cpu().numpy()
-        per_copy = np.asarray([int(b).bit_count() for b in batch["todo"]], np.float64)[rows]
-        seconds = time.perf_counter() - start
-        return {
-            **{name: np.asarray(batch[name])[rows] for name in PASS_THROUGH},
-            "copy": ks,
-            "seed": seeds,
-            "image": images,
-            "match_score": scores,
-            "mask_s": np.asarray(batch["mask_s"], np.float64)[rows] / np.maximum(per_copy, 1),
-            "hallucinate_s": np.full(len(rows), seconds / max(len(rows), 1)),
-        }
+            images[faces] = out
+            originals = np.flatnonzero(ok)
+            scores[faces] = self.match_scores(out, batch["aligned"][originals], np.searchsorted(originals, rows[faces]))
+        return {**stage_columns(batch, rows, ks, start), "seed": seeds, "image": images, "match_score": scores}
 
 
 def encode_image(image: np.ndarray, image_format: str) -> bytes:
