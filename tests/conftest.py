@@ -8,6 +8,7 @@ import pytest
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LFW_FIXTURES = sorted((FIXTURES / "lfw").glob("*.jpg"))
+LFW_PEOPLE = 10  # people in the lfw_root folder, two images each
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +53,21 @@ def tiny_config(face_shards):
     return load_config(
         TrainConfig, root / "configs" / "train" / "tiny.yaml", [f"data.path={face_shards}", "device=cpu"]
     )
+
+
+@pytest.fixture(scope="session")
+def lfw_root(tmp_path_factory, lfw_images) -> Path:
+    """An LFW-style folder: each fixture person as _0001 (the image) and _0002 (mirrored, brighter), plus a
+    faceless image that alignment must fall back on."""
+    from PIL import Image, ImageOps
+
+    root = tmp_path_factory.mktemp("lfw") / "images"
+    for path in lfw_images[:LFW_PEOPLE]:
+        name = path.stem.rsplit("_", 1)[0]
+        (root / name).mkdir(parents=True)
+        image = Image.open(path).convert("RGB")
+        image.save(root / name / f"{name}_0001.jpg", quality=95)
+        ImageOps.mirror(image).point(lambda v: min(255, int(v * 1.1))).save(root / name / f"{name}_0002.jpg")
+    (root / "No_Face").mkdir()
+    Image.new("RGB", (250, 250), (90, 120, 150)).save(root / "No_Face" / "No_Face_0001.jpg")
+    return root

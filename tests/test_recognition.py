@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image, ImageOps
 
 from augmentor.cli import main
 from augmentor.config import load_config
@@ -31,26 +30,10 @@ from recognition.data import HALLUCINATED, REAL, FaceData, ManifestError, read_m
 from recognition.finetune import FinetuneConfig, Finetuner, finetune, lr_factor
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = 10  # people in the synthetic LFW folder (the fixtures), two images each
+NAMES = 10  # people in the synthetic LFW folder (conftest.lfw_root: LFW_PEOPLE), two images each
 
 
 # --------------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def lfw_root(tmp_path_factory, lfw_images) -> Path:
-    """An LFW-style folder: each fixture person as _0001 (the image) and _0002 (mirrored, brighter), plus a
-    faceless image that alignment must fall back on."""
-    root = tmp_path_factory.mktemp("lfw") / "images"
-    for path in lfw_images[:NAMES]:
-        name = path.stem.rsplit("_", 1)[0]
-        (root / name).mkdir(parents=True)
-        image = Image.open(path).convert("RGB")
-        image.save(root / name / f"{name}_0001.jpg", quality=95)
-        ImageOps.mirror(image).point(lambda v: min(255, int(v * 1.1))).save(root / name / f"{name}_0002.jpg")
-    (root / "No_Face").mkdir()
-    Image.new("RGB", (250, 250), (90, 120, 150)).save(root / "No_Face" / "No_Face_0001.jpg")
-    return root
 
 
 def _people(root: Path) -> list[str]:
