@@ -198,17 +198,16 @@ class Trainer(ValidationMixin, RunStateMixin):
         with self.autocast:
             outputs = self.generator(levels, upto=top, fade=fade, noise=z)
         fakes = {r: outputs[r] for r in keep}
+        # Beyond the photo's edge the target is the fake's own pixels: no loss there, and for the discriminators'
+        # real samples no real/fake cue. Computed once for both steps.
+        targets = {r: torch.where(valids[r] > 0.5, reals[r], fakes[r].detach().float()) for r in keep}
         logs: dict[str, torch.Tensor] = {}
         if blocks:
-            # Beyond the photo's edge the real sample shows the fake's own pixels: no loss, and no real/fake cue.
-            targets = {r: torch.where(valids[r] > 0.5, reals[r], fakes[r].detach().float()) for r in blocks}
             logs.update(self._discriminator_step(targets, fakes, blocks))
         self.discriminators.requires_grad_(False)  # the generator step needs no discriminator weight gradients
         with self.autocast:
             d_scores = {r: self.discriminators[r](self._augment(fakes[r])) for r in blocks}
-        g_total, g_logs = self.loss.generator(
-            fakes, {r: reals[r] for r in keep}, d_scores or None, {r: valids[r] for r in keep}
-        )
+        g_total, g_logs = self.loss.generator(fakes, targets, d_scores or None)
         if diverse:
             half = images.shape[0] // 2
             out, zt = fakes[top].float(), z[top]
