@@ -9,9 +9,10 @@ import torch
 from click.testing import CliRunner
 
 from augmentor.cli import main
-from augmentor.models import Cascade, CascadeConfig
+from augmentor.models import Cascade, CascadeConfig, input_pyramid
 from augmentor.training.checkpoints import INDEX_FILE, load_generator, read_state, save_generator
 from augmentor.training.export import export_generator
+from augmentor.training.interpolate import blend_states, interpolate_generators
 from pipelines.manifest import model_id
 
 WIDTHS = {4: 8, 8: 8, 16: 8, 32: 8, 64: 4, 128: 4}
@@ -76,3 +77,73 @@ def test_export_command(trained, tmp_path):
     assert len([f for f in report["files"] if f.startswith("model-")]) >= 2 and INDEX_FILE in report["files"]
     result = CliRunner().invoke(main, ["export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "p")])
     assert result.exit_code == 1 and "config.json not found" in result.output
+
+
+def _outputs(model, noise_channels=2):
+    """The top level of ``model`` on one seeded masked input, with fixed noise for models that take it."""
+    g = torch.Generator().manual_seed(1)
+    size = model.resolutions[-1]
+    masked = torch.rand(2, 3, size, size, generator=g) * 2 - 1
+    mask = torch.zeros(2, 1, size, size)
+    mask[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
+    noise = {r: torch.randn(2, noise_channels, r, r, generator=g) for r in model.resolutions}
+    levels = input_pyramid(masked * mask, mask, model.resolutions)
+    kwargs = {"noise": noise} if model.config.noise_channels else {}
+    with torch.no_grad():
+        return model.eval()(levels, **kwargs)[size]
+
+
+def test_blend_states_is_linear_and_refuses_mismatches():
+    base = {"w": torch.zeros(2, 3), "n": torch.tensor(1)}
+    tuned = {"w": torch.full((2, 3), 4.0), "n": torch.tensor(7)}
+    assert torch.equal(blend_states(base, tuned, 0.0)["w"], base["w"])
+    assert torch.equal(blend_states(base, tuned, 1.0)["w"], tuned["w"])
+    half = blend_states(base, tuned, 0.25)
+    assert torch.allclose(half["w"], torch.ones(2, 3)) and int(half["n"]) == 7  # counters are not blended
+    with pytest.raises(ValueError, match="different tensors"):
+        blend_states({"w": base["w"]}, tuned, 0.5)
+    with pytest.raises(ValueError, match="shape"):
+        blend_states({"w": torch.zeros(3, 2), "n": base["n"]}, tuned, 0.5)
+    with pytest.raises(ValueError, match="finite"):
+        blend_states(base, tuned, float("nan"))
+
+
+def test_interpolation_spans_base_and_tuned_across_grown_noise_inputs(tmp_path):
+    torch.manual_seed(3)
+    base = Cascade(CascadeConfig(widths=WIDTHS))  # no noise inputs, like the shipped interim model
+    tuned = Cascade(CascadeConfig(widths=WIDTHS, noise_channels=2))  # its GAN fine-tune gained two
+    base_dir, tuned_dir = save_generator(base, tmp_path / "base"), save_generator(tuned, tmp_path / "tuned")
+
+    at0, config = interpolate_generators(base_dir, tuned_dir, 0.0)
+    assert config["interpolation"] == {"base": str(base_dir), "tuned": str(tuned_dir), "alpha": 0.0}
+    assert torch.allclose(_outputs(at0), _outputs(base), atol=1e-5)  # grown noise weights are zero at alpha 0
+    at1, _ = interpolate_generators(base_dir, tuned_dir, 1.0)
+    assert torch.allclose(_outputs(at1), _outputs(tuned), atol=1e-5)  # b + (t - b) rounds
+    mid, _ = interpolate_generators(base_dir, tuned_dir, 0.5)
+    for name, value in mid.state_dict().items():
+        if name.endswith("stem.0.weight"):  # the noise columns: half the tuned weights, the base had none
+            assert torch.allclose(value[:, -2:], 0.5 * tuned.state_dict()[name][:, -2:])
+    out = _outputs(mid)
+    assert (out - _outputs(base)).abs().max() > 1e-3 and (out - _outputs(tuned)).abs().max() > 1e-3
+
+    other = save_generator(Cascade(CascadeConfig(widths={**WIDTHS, 128: 8})), tmp_path / "wider")
+    with pytest.raises(ValueError, match="cannot be blended"):
+        interpolate_generators(other, tuned_dir, 0.5)
+
+
+def test_export_command_interpolates(trained, tmp_path):
+    _, source = trained
+    torch.manual_seed(5)
+    base = save_generator(Cascade(CascadeConfig(widths=WIDTHS)), tmp_path / "base")
+    out = tmp_path / "blend"
+    args = ["export", "--checkpoint", str(source), "--out", str(out), "--dtype", "float32"]
+    result = CliRunner().invoke(main, [*args, "--interpolate-from", str(base), "--alpha", "0.3"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["interpolation"]["alpha"] == 0.3 and config["exported_from"] == str(source)
+    expected, _ = interpolate_generators(base, source, 0.3)
+    loaded, _ = load_generator(out)
+    for name, value in expected.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    result = CliRunner().invoke(main, ["export", "--checkpoint", str(source), "--out", str(out), "--alpha", "0.3"])
+    assert result.exit_code == 2 and "--alpha needs --interpolate-from" in result.output

@@ -38,20 +38,49 @@ from augmentor.options import out_dir_option
     metavar="PATH",
     help="Model card the exported config.json points to.",
 )
-def export(checkpoint: Path, out: Path, dtype: str, max_shard_mb: float, model_card: str) -> None:
+@click.option(
+    "--interpolate-from",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Export a network interpolation BASE + ALPHA x (CHECKPOINT - BASE) with this checkpoint folder as BASE "
+    "(ESRGAN's remedy for a GAN fine-tune that lost structure; docs/model.md).",
+)
+@click.option(
+    "--alpha",
+    type=float,
+    default=1.0,
+    metavar="A",
+    help="With --interpolate-from: the weight of --checkpoint (0: the base, 1: the checkpoint itself).",
+)
+def export(
+    checkpoint: Path,
+    out: Path,
+    dtype: str,
+    max_shard_mb: float,
+    model_card: str,
+    interpolate_from: Path | None,
+    alpha: float,
+) -> None:
     """Export a trained generator as a compact checkpoint, e.g. to ship it as the default model.
 
     Stores the weights in bf16 (half the size, outputs change by about 1/100 of the range), sharded when large,
     with the training summary carried into config.json. Reloads the result and prints the largest output change.
 
     \b
-    Example:
+    Examples:
       augmentor export --checkpoint runs/00000-cascade-cpu-interim/checkpoint --out augmentor/weights/cascade128
+      augmentor export --checkpoint runs/00000-cascade-cpu-gan/epochs/epoch_0010 \\
+          --interpolate-from augmentor/weights/cascade128 --alpha 0.6 --out /tmp/blend
     """
+    if alpha != 1.0 and interpolate_from is None:
+        raise click.UsageError("--alpha needs --interpolate-from")
     from augmentor.training.export import export_generator
 
     try:
-        report = export_generator(checkpoint, out, dtype, max_shard_mb, {"model_card": model_card})
+        report = export_generator(
+            checkpoint, out, dtype, max_shard_mb, {"model_card": model_card}, interpolate_from, alpha
+        )
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, indent=2))

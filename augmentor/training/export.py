@@ -9,6 +9,7 @@ import torch
 
 from augmentor.models import input_pyramid
 from augmentor.training.checkpoints import load_generator, save_generator
+from augmentor.training.interpolate import interpolate_generators
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ def export_generator(
     dtype: str = "bfloat16",
     max_shard_mb: float | None = 16.0,
     extra: dict | None = None,
+    interpolate_from: str | Path | None = None,
+    alpha: float = 1.0,
 ) -> dict:
     """Write ``checkpoint``'s generator to ``out`` in ``dtype``, then reload it and measure the rounding.
 
@@ -31,18 +34,24 @@ def export_generator(
         dtype: ``bfloat16``, ``float16`` or ``float32``.
         max_shard_mb: Largest weights file in MiB (None: one file).
         extra: More fields for ``config.json`` (e.g. ``{"model_card": "docs/model-card.md"}``).
+        interpolate_from: Export ``interpolate_from + alpha * (checkpoint - interpolate_from)`` instead, a
+            network interpolation (see :mod:`augmentor.training.interpolate`), recorded in ``config.json``.
+        alpha: The interpolation weight of ``checkpoint`` (1: ``checkpoint`` itself).
 
     Returns:
         ``{"out", "parameters", "bytes", "files", "max_abs_diff"}``: ``max_abs_diff`` is the largest output
         difference, in [-1, 1] units, between the source and the exported model on a fixed random input.
 
     Raises:
-        ValueError: unknown ``dtype``.
+        ValueError: unknown ``dtype``, or generators that cannot be blended.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    source, config = load_generator(checkpoint, "cpu")
-    meta = {k: config[k] for k in CARRIED_FIELDS if k in config}
+    if interpolate_from is not None:
+        source, config = interpolate_generators(interpolate_from, checkpoint, alpha)
+    else:
+        source, config = load_generator(checkpoint, "cpu")
+    meta = {k: config[k] for k in (*CARRIED_FIELDS, "interpolation") if k in config}
     meta["exported_from"] = str(Path(checkpoint))
     meta["stored_dtype"] = dtype
     meta.update(extra or {})
