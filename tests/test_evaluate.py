@@ -204,11 +204,18 @@ def test_cli_evaluate(lfw_tree, tiny_checkpoint, tmp_path, no_torch_hub):
     ok = runner.invoke(
         main,
         [*base, "--out", str(tmp_path / "c"), "--model", f"mine={tiny_checkpoint}", "--bootstrap", "20"]
-        + ["--precision", "bf16", "--reference-size", "4"],
+        + ["--precision", "bf16", "--reference-size", "4", "--model", f"again={tiny_checkpoint}"],
     )
     assert ok.exit_code == 0, ok.output
     assert "| mine |" in ok.output and "| cv2 Telea |" in ok.output and "**bf16**" in ok.output
     assert "reference set: 4 disjoint real images" in ok.output
+    # a second model is also compared with the first: the same weights differ by exactly 0 on every metric
+    against = json.loads((tmp_path / "c" / "metrics.json").read_text())["model_differences"]
+    assert {d["metric"] for d in against} >= {"ssim", "ssim_background", "fid_face", "swd_128", "swd_64"}
+    for d in against:
+        assert (d["model"], d["baseline"]) == ("again", "mine") and d["value"] == 0.0, d
+        assert d["verdict"] == "not established", d
+    assert "Each model minus the first model (mine)" in ok.output and "| again | SSIM | mine | +0.0000 |" in ok.output
 
 
 def test_cli_evaluate_adds_the_nearest_donor_row(lfw_tree, face_shards, tmp_path, no_torch_hub):

@@ -160,18 +160,20 @@ def evaluate(table: pd.DataFrame, out_dir: str | Path, models: dict[str, str | P
 
     scorer = Scorer(originals, settings, device, masks=masks, landmarks=landmarks, reference=real)
     swd_options = {"num_projections": settings.swd_projections, "seed": settings.seed}
-    seeds = np.random.SeedSequence(settings.seed).spawn(len(outputs) + 2)
+    # two streams: the reference set's neighbourhoods, and one set of neighbourhood positions shared by every
+    # method (common random numbers: two methods' SWDs differ by their pixels, not by where the patches fell)
+    seeds = np.random.SeedSequence(settings.seed).spawn(2)
     real_levels = describe_levels(real, np.random.default_rng(seeds[0]))
     real_proj = project_levels(real_levels, len(real), num_projections=settings.swd_bootstrap_projections)
     rows, summary, scores, features, projections = [], {}, {}, {}, {}
-    for k, (name, images) in enumerate(tqdm([*outputs.items(), (REAL, originals)], desc="scoring", unit="set")):
+    for name, images in tqdm([*outputs.items(), (REAL, originals)], desc="scoring", unit="set"):
         if name != REAL:
             scores[name] = scorer.per_image(images)
             rows.append(pd.DataFrame({"method": name, "image_id": faces["image_id"], **scores[name]}))
         features[name] = scorer.face_features(images)
         summary[name] = {f"mean_{m}": float(np.nanmean(v)) for m, v in scores.get(name, {}).items()}
         summary[name].update(scorer.set_level(images, features[name]))
-        levels = describe_levels(images, np.random.default_rng(seeds[k + 1]))
+        levels = describe_levels(images, np.random.default_rng(seeds[1]))
         summary[name].update({f"swd_{r}": v for r, v in swd_between(real_levels, levels, **swd_options).items()})
         projections[name] = project_levels(levels, len(images), num_projections=settings.swd_bootstrap_projections)
         del levels
@@ -195,6 +197,18 @@ def evaluate(table: pd.DataFrame, out_dir: str | Path, models: dict[str, str | P
         differences += swd_differences(
             name, summary, baselines, projections, real_proj, settings.swd_bootstrap, settings.seed
         )
+    # with several models, each later one against the first (e.g. a candidate against the shipped model)
+    model_differences = []
+    names = list(models)
+    for name in names[1:]:
+        first = names[0]
+        model_differences += per_image_differences(name, scores, [first], counts)
+        model_differences += set_differences(
+            name, summary, [first], features, scorer.reference_feats, kernel_of, scorer.k_rr, counts, ref_counts
+        )
+        model_differences += swd_differences(
+            name, summary, [first], projections, real_proj, settings.swd_bootstrap, settings.seed
+        )
     per_image = pd.concat(rows, ignore_index=True)
     per_image.to_parquet(out_dir / "per_image.parquet", index=False)
     report = {
@@ -213,6 +227,7 @@ def evaluate(table: pd.DataFrame, out_dir: str | Path, models: dict[str, str | P
         "unavailable": {k: v for k, v in scorer.notes.items() if v.startswith("not available")},
         "methods": summary,
         "differences": [{**asdict(d), "verdict": d.verdict} for d in differences],
+        "model_differences": [{**asdict(d), "verdict": d.verdict} for d in model_differences],
         "seconds": round(time.perf_counter() - start, 1),
     }
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))

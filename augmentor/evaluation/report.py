@@ -49,13 +49,19 @@ def _cell(m: dict, key: str, digits: int, scale: float) -> str:
     return _fmt(None if value is None else value * scale, digits)
 
 
-def _differences_markdown(report: dict) -> list[str]:
-    rows = report.get("differences") or []
+def _differences_markdown(report: dict, key: str = "differences") -> list[str]:
+    rows = report.get(key) or []
     if not rows:
         return []
+    against_first = key == "model_differences"
+    title = (
+        f"## Each model minus the first model ({rows[0]['baseline']}), paired bootstrap 95% CI"
+        if against_first
+        else "## Model minus the best baseline, paired bootstrap 95% CI"
+    )
     lines = [
         "",
-        "## Model minus the best baseline, paired bootstrap 95% CI",
+        title,
         "",
         (
             f"Resampled over the {report['images_scored']} evaluation images (paired: the same draw for the model "
@@ -66,17 +72,20 @@ def _differences_markdown(report: dict) -> list[str]:
             "which the model scores better. A verdict needs a CI that excludes 0."
         ),
         "",
-        "| model | metric | best baseline | model − baseline | 95% CI | model wins on | verdict |",
+        "| model | metric | first model | model − first | 95% CI | model wins on | verdict |"
+        if against_first
+        else "| model | metric | best baseline | model − baseline | 95% CI | model wins on | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
     for d in rows:
         scale = DIFF_SCALE.get(d["metric"], 1)
         digits = 1 if d["metric"].startswith("swd") else 4
         wins = "—" if d["wins"] is None else f"{100 * d['wins']:.1f}%"
+        verdict = d["verdict"].replace("baseline", "first model") if against_first else d["verdict"]
         lines.append(
             f"| {d['model']} | {METRIC_NAMES.get(d['metric'], d['metric'])} | {d['baseline']} | "
             f"{d['value'] * scale:+.{digits}f} | [{d['low'] * scale:+.{digits}f}, {d['high'] * scale:+.{digits}f}] | "
-            f"{wins} | {d['verdict']} |"
+            f"{wins} | {verdict} |"
         )
     return lines
 
@@ -120,6 +129,7 @@ def table_markdown(report: dict) -> str:
     for name, m in report["methods"].items():
         lines.append(f"| {name} | " + " | ".join(_cell(m, key, d, s) for _, key, d, s in columns) + " |")
     lines += _differences_markdown(report)
+    lines += _differences_markdown(report, "model_differences")
     lines += [
         "",
         "## The paper's Table 1 (LFW), for reference",
