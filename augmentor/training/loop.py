@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from augmentor.config import from_dict, to_dict
 from augmentor.models import Cascade, CascadeConfig, Discriminators, image_pyramid, input_pyramid
@@ -195,7 +196,8 @@ class Trainer(ValidationMixin, RunStateMixin):
         keep = self.loss_resolutions(top)
         blocks = self.adversarial_blocks(keep)
         z = self._noise(images.shape[0], top, noise)
-        with self.autocast:
+        # record_function labels name the parts of a step in a torch.profiler trace (benchmarks/profile_train_step.py)
+        with record_function("g_forward"), self.autocast:
             outputs = self.generator(levels, upto=top, fade=fade, noise=z)
         fakes = {r: outputs[r] for r in keep}
         # Beyond the photo's edge the target is the fake's own pixels: no loss there, and for the discriminators'
@@ -203,22 +205,26 @@ class Trainer(ValidationMixin, RunStateMixin):
         targets = {r: torch.where(valids[r] > 0.5, reals[r], fakes[r].detach().float()) for r in keep}
         logs: dict[str, torch.Tensor] = {}
         if blocks:
-            logs.update(self._discriminator_step(targets, fakes, blocks))
+            with record_function("d_step"):
+                logs.update(self._discriminator_step(targets, fakes, blocks))
         self.discriminators.requires_grad_(False)  # the generator step needs no discriminator weight gradients
-        with self.autocast:
+        with record_function("g_d_scores"), self.autocast:
             d_scores = {r: self.discriminators[r](self._augment(fakes[r])) for r in blocks}
-        g_total, g_logs = self.loss.generator(fakes, targets, d_scores or None)
-        if diverse:
-            half = images.shape[0] // 2
-            out, zt = fakes[top].float(), z[top]
-            ms = g_mode_seeking(out[:half], out[half:], zt[:half], zt[half:], lc.diversity_bound)
-            g_total = g_total + lc.diversity * ms
-            g_logs["ms"] = ms.detach()
+        with record_function("g_losses"):
+            g_total, g_logs = self.loss.generator(fakes, targets, d_scores or None)
+            if diverse:
+                half = images.shape[0] // 2
+                out, zt = fakes[top].float(), z[top]
+                ms = g_mode_seeking(out[:half], out[half:], zt[:half], zt[half:], lc.diversity_bound)
+                g_total = g_total + lc.diversity * ms
+                g_logs["ms"] = ms.detach()
         if blocks and self.step % self.cfg.log_every == 0:
-            logs.update(self._adversarial_gradients(fakes, d_scores))
-        self.opt_g.zero_grad(set_to_none=True)
-        g_total.backward()
-        self.opt_g.step()
+            with record_function("adv_grad_log"):
+                logs.update(self._adversarial_gradients(fakes, d_scores))
+        with record_function("g_backward_step"):
+            self.opt_g.zero_grad(set_to_none=True)
+            g_total.backward()
+            self.opt_g.step()
         self.discriminators.requires_grad_(True)
         logs.update(g_logs)
         logs["g_total"] = g_total.detach()
