@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_throughput import STEPS, build, measure, synthetic_faces
+from train_throughput import STEPS, build, measure, step_arguments, synthetic_faces
 
 from augmentor.training.data import DataConfig, load_faces
 from augmentor.training.loop import Trainer
@@ -53,13 +53,7 @@ def profile_steps(trainer: Trainer, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=Path("configs/train/cpu-interim.yaml"), help="old recipe")
-    parser.add_argument("--recipe", type=Path, default=Path("configs/train/cpu-gan.yaml"), help="the new recipe")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (CPU activity only)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per step")
-    parser.add_argument("--steps", type=int, default=3, help="profiled steps per setting")
-    parser.add_argument("--data", type=Path, default=None, help="preprocess shards instead of synthetic faces")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/profile_train_step.json"), help="JSON")
+    step_arguments(parser, "benchmarks/results/profile_train_step.json")
     args = parser.parse_args()
 
     faces = load_faces(DataConfig(path=str(args.data), limit=64)) if args.data else synthetic_faces(64)

@@ -71,16 +71,21 @@ def measure(trainer: Trainer, steps: int) -> float:
     return steps * n / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def step_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """The options this benchmark shares with profile_train_step.py: recipes, device, batch, steps, data, output."""
     parser.add_argument("--config", type=Path, default=Path("configs/train/cpu-interim.yaml"), help="the recipe")
     parser.add_argument("--recipe", type=Path, default=Path("configs/train/cpu-gan.yaml"), help="the new recipe")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=16, help="images per step")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per setting and round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; every setting is timed once per round")
+    parser.add_argument("--steps", type=int, default=3, help="timed (or profiled) steps per setting and round")
     parser.add_argument("--data", type=Path, default=None, help="preprocess shards instead of synthetic faces")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train_throughput.json"), help="JSON")
+    parser.add_argument("--out", type=Path, default=Path(out), help="JSON output file")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    step_arguments(parser, "benchmarks/results/train_throughput.json")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; every setting is timed once per round")
     args = parser.parse_args()
 
     faces = load_faces(DataConfig(path=str(args.data), limit=64)) if args.data else synthetic_faces(64)
