@@ -31,6 +31,7 @@ from augmentor.hallucinator import Hallucinator
 
 log = logging.getLogger("bf16_ab")
 AUGMENTOR = Path(sys.executable).with_name("augmentor")
+COMPARED = ("val_loss", "ssim", "swd_128", "swd_64")  # the summary's metrics
 
 
 def train(data: Path, config: Path, out: Path, bf16: bool, epochs: int, steps: int, extra: list[str]) -> Path:
@@ -107,14 +108,8 @@ def main(data: Path, config: Path, epochs: int, steps: int, extra: tuple[str, ..
             f"{r['swd_128']:.1f} | {r['swd_64']:.1f} | {r['swd_32']:.1f} | {r['swd_16']:.1f} |"
         )
     by = {(r["arm"], r["epoch"]): r for r in rows}
-    gaps = {
-        k: [abs(by["bf16", e][k] - by["fp32", e][k]) for e in range(1, epochs + 1)]
-        for k in ("val_loss", "ssim", "swd_128", "swd_64")
-    }
-    steps_fp32 = {
-        k: [abs(by["fp32", e + 1][k] - by["fp32", e][k]) for e in range(1, epochs)]
-        for k in ("val_loss", "ssim", "swd_128", "swd_64")
-    }
+    gaps = {k: [abs(by["bf16", e][k] - by["fp32", e][k]) for e in range(1, epochs + 1)] for k in COMPARED}
+    steps_fp32 = {k: [abs(by["fp32", e + 1][k] - by["fp32", e][k]) for e in range(1, epochs)] for k in COMPARED}
     summary = {
         k: {
             "max_bf16_fp32_gap": float(np.max(gaps[k])),

@@ -32,9 +32,9 @@ from augmentor.config import from_dict
 from augmentor.evaluation.metrics import ssim
 from augmentor.evaluation.swd import multiscale_swd
 from augmentor.hallucinator import Hallucinator
-from augmentor.training.checkpoints import load_generator
+from augmentor.training.checkpoints import read_config
 from augmentor.training.data import load_faces, split_by_identity
-from augmentor.training.interpolate import interpolate_generators
+from augmentor.training.interpolate import base_state, blend_states
 from augmentor.training.loop import TrainConfig
 
 log = logging.getLogger("select_generator")
@@ -47,7 +47,7 @@ def validation_faces(run: Path) -> tuple[np.ndarray, np.ndarray]:
     faces = load_faces(cfg.data)
     _, val = split_by_identity(faces.identities, cfg.data.val_fraction, cfg.seed)
     subset = faces.subset(val)
-    inside = torch.nonzero(subset.valid.flatten(1).min(1).values > 0).flatten()
+    inside = subset.inside_photo()
     if len(inside) < 8:
         raise click.ClickException(f"only {len(inside)} validation faces lie inside their photos: too few to select")
     images = subset.images[inside].permute(0, 2, 3, 1).numpy()
@@ -113,11 +113,16 @@ def main(run: Path, epochs: str, alphas: str, base: Path, ssim_tolerance: float,
     started = time.perf_counter()
     hallucinator = Hallucinator.from_pretrained(base, device="cpu", precision="fp32")
     rows = [{"name": "base", "path": str(base), "alpha": 0.0, **score(hallucinator, images, masks)}]
+    base_states: dict[str, dict] = {}  # the base grown to each architecture met, read once
     for folder in folders:
         hallucinator = Hallucinator.from_pretrained(folder, device="cpu", precision="fp32")
+        tuned = {k: v.clone() for k, v in hallucinator.model.state_dict().items()}
+        architecture = json.dumps(read_config(folder)["architecture"], sort_keys=True)
+        if architecture not in base_states:
+            base_states[architecture] = base_state(base, json.loads(architecture))
         for alpha in weights:
-            model = load_generator(folder)[0] if alpha == 1.0 else interpolate_generators(base, folder, alpha)[0]
-            hallucinator.model.load_state_dict(model.state_dict())
+            blend = tuned if alpha == 1.0 else blend_states(base_states[architecture], tuned, alpha)
+            hallucinator.model.load_state_dict(blend)
             rows.append(
                 {
                     "name": f"{folder.name}@{alpha:g}",

@@ -52,6 +52,15 @@ def test_preprocess_records_which_pixels_lie_beyond_the_photo(tight_shards, face
         load_faces(DataConfig(path=str(face_shards), extra_paths=(str(face_shards),)))
 
 
+def test_inside_photo_keeps_the_faces_with_every_pixel_valid():
+    images, masks = torch.zeros(3, 3, 8, 8, dtype=torch.uint8), torch.ones(3, 1, 8, 8, dtype=torch.uint8)
+    valid = torch.ones(3, 1, 8, 8, dtype=torch.uint8)
+    valid[1, 0, 7, 0] = 0  # one pixel of face 1 lies beyond the photo's edge
+    ids = ["a", "b", "c"]
+    assert FaceSet(images, masks, ids, ids, "x", valid).inside_photo().tolist() == [0, 2]
+    assert FaceSet(images, masks, ids, ids, "x").inside_photo().tolist() == [0, 1, 2]  # no mask stored: all valid
+
+
 def test_validation_ignores_what_lies_beyond_the_edge(tiny_config, tmp_path):
     base = load_faces(tiny_config.data)
     valid = torch.ones_like(base.masks)

@@ -188,27 +188,20 @@ def evaluate(table: pd.DataFrame, out_dir: str | Path, models: dict[str, str | P
             kernels[name] = scorer.kernels(features[name])
         return kernels[name]
 
-    differences = []
-    for name in models:
-        differences += per_image_differences(name, scores, baselines, counts)
-        differences += set_differences(
-            name, summary, baselines, features, scorer.reference_feats, kernel_of, scorer.k_rr, counts, ref_counts
-        )
-        differences += swd_differences(
-            name, summary, baselines, projections, real_proj, settings.swd_bootstrap, settings.seed
-        )
-    # with several models, each later one against the first (e.g. a candidate against the shipped model)
-    model_differences = []
+    def differences_of(name: str, against: list[str]) -> list:
+        """Every metric of ``name`` minus the best of ``against``, with its CI."""
+        return [
+            *per_image_differences(name, scores, against, counts),
+            *set_differences(
+                name, summary, against, features, scorer.reference_feats, kernel_of, scorer.k_rr, counts, ref_counts
+            ),
+            *swd_differences(name, summary, against, projections, real_proj, settings.swd_bootstrap, settings.seed),
+        ]
+
     names = list(models)
-    for name in names[1:]:
-        first = names[0]
-        model_differences += per_image_differences(name, scores, [first], counts)
-        model_differences += set_differences(
-            name, summary, [first], features, scorer.reference_feats, kernel_of, scorer.k_rr, counts, ref_counts
-        )
-        model_differences += swd_differences(
-            name, summary, [first], projections, real_proj, settings.swd_bootstrap, settings.seed
-        )
+    differences = [d for name in names for d in differences_of(name, baselines)]
+    # with several models, each later one against the first (e.g. a candidate against the shipped model)
+    model_differences = [d for name in names[1:] for d in differences_of(name, names[:1])]
     per_image = pd.concat(rows, ignore_index=True)
     per_image.to_parquet(out_dir / "per_image.parquet", index=False)
     report = {

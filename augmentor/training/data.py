@@ -48,6 +48,10 @@ class FaceSet:
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def inside_photo(self) -> torch.Tensor:
+        """Indices of the faces whose whole window lies inside the photo (every pixel valid)."""
+        return torch.nonzero(self.valid.flatten(1).min(dim=1).values > 0).flatten()
+
     def subset(self, index: np.ndarray) -> FaceSet:
         idx = torch.as_tensor(index, dtype=torch.long)
         return FaceSet(

@@ -47,6 +47,22 @@ def blend_states(
     return blended
 
 
+def base_state(base: str | Path, architecture: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """``base``'s weights in the cascade ``architecture`` describes (float32), its stems grown with zero weights
+    for noise inputs it lacks.
+
+    Raises:
+        FileNotFoundError: a checkpoint file is missing.
+        ValueError: ``base`` differs from ``architecture`` in anything but the noise inputs.
+    """
+    model = Cascade(from_dict(CascadeConfig, architecture, "architecture"))
+    try:
+        load_weights(model, base, grow_inputs=True)
+    except (RuntimeError, ValueError) as exc:  # load_state_dict raises RuntimeError on a shape mismatch
+        raise ValueError(f"{base} cannot be blended with this architecture: {exc}") from exc
+    return model.state_dict()
+
+
 def interpolate_generators(base: str | Path, tuned: str | Path, alpha: float) -> tuple[Cascade, dict[str, Any]]:
     """Load two checkpoint folders and blend them: ``alpha`` 0 is ``base``, 1 is ``tuned``.
 
@@ -62,12 +78,11 @@ def interpolate_generators(base: str | Path, tuned: str | Path, alpha: float) ->
         ValueError: the two generators differ in anything but the noise inputs.
     """
     tuned_model, config = load_generator(tuned, "cpu")
-    base_model = Cascade(from_dict(CascadeConfig, config["architecture"], "architecture"))
     try:
-        load_weights(base_model, base, grow_inputs=True)
-    except (RuntimeError, ValueError) as exc:  # load_state_dict raises RuntimeError on a shape mismatch
+        base_weights = base_state(base, config["architecture"])
+    except ValueError as exc:
         raise ValueError(f"{base} cannot be blended with {tuned}: {exc}") from exc
-    tuned_model.load_state_dict(blend_states(base_model.state_dict(), tuned_model.state_dict(), alpha))
+    tuned_model.load_state_dict(blend_states(base_weights, tuned_model.state_dict(), alpha))
     config = dict(config)
     config["interpolation"] = {"base": str(base), "tuned": str(tuned), "alpha": alpha}
     log.info("blended %s and %s at alpha %.3f", base, tuned, alpha)

@@ -52,7 +52,7 @@ class ValidationMixin:
 
         if self.val_set is None:
             return {}
-        inside = torch.nonzero(self.val_set.valid.flatten(1).min(dim=1).values > 0).flatten()
+        inside = self.val_set.inside_photo()
         if len(inside) < 8:
             return {}
         fakes, ssim_sum = [], 0.0
