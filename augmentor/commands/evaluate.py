@@ -17,7 +17,7 @@ from augmentor.options import (
 )
 
 
-def _model_label(spec: str) -> tuple[str, Path]:
+def checkpoint_label(spec: str) -> tuple[str, Path]:
     """``NAME=PATH`` or ``PATH`` (labelled by its run folder) -> (label, path)."""
     name, sep, path = spec.partition("=")
     if not sep:
@@ -26,6 +26,23 @@ def _model_label(spec: str) -> tuple[str, Path]:
     if not name:
         name = folder.parent.name if folder.name in ("checkpoint", "last") else folder.name
     return name, folder
+
+
+def labelled_models(model_specs: tuple[str, ...], progan: Path | None) -> dict[str, Path]:
+    """``{label: checkpoint folder}`` of every ``--model`` and ``--progan``; two with one label are refused (a dict
+    would silently keep only the last)."""
+    pairs = [checkpoint_label(spec) for spec in model_specs]
+    if progan is not None:
+        pairs.append(("ProGAN", progan))
+    models: dict[str, Path] = {}
+    for name, path in pairs:
+        if name in models:
+            raise click.BadParameter(
+                f"two models are labelled {name!r} ({models[name]} and {path}); name them: --model NAME=PATH",
+                param_hint="--model",
+            )
+        models[name] = path
+    return models
 
 
 @click.command("evaluate", context_settings={"show_default": True})
@@ -96,8 +113,37 @@ def _model_label(spec: str) -> tuple[str, Path]:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
     metavar="PATH",
-    help="Add a 'nearest-donor context' row: a preprocess output folder (e.g. of CelebA) or its saved donor bank "
-    "(see docs/donors.md). Never LFW itself.",
+    help="Donors of the 'nearest-donor context' rows: a preprocess output folder or its saved donor bank "
+    "(docs/donors.md). Default: --donor-pool images of the evaluated dataset's other identities. Donors from another "
+    "dataset make the C2ST judge the dataset's style, not the seams.",
+)
+@click.option(
+    "--donor-pool",
+    type=click.IntRange(min=0),
+    default=2000,
+    metavar="N",
+    help="Without --donors: images of identities neither evaluated nor in the reference set, preprocessed as donors "
+    "(0: no donor rows).",
+)
+@click.option(
+    "--refined/--no-refined",
+    "donor_refine",
+    default=True,
+    help="Also score the refined (seamless) donor composition beside the plain one.",
+)
+@click.option(
+    "--copies",
+    type=click.IntRange(min=1),
+    default=1,
+    metavar="K",
+    help="Copies per face of the models and donor rows; K >= 2 measures how different they are and scores each.",
+)
+@click.option(
+    "--c2st-seeds",
+    type=click.IntRange(min=0),
+    default=3,
+    metavar="N",
+    help="Seeds of the classifier two-sample test (whole crop, jaw and forehead windows); 0 skips it.",
 )
 def evaluate(
     model_specs,
@@ -121,15 +167,21 @@ def evaluate(
     num_bootstrap,
     chip_identity,
     donors,
+    donor_pool,
+    donor_refine,
+    copies,
+    c2st_seeds,
 ) -> None:
-    """Score hallucinations against the aligned originals: the paper's Table 1, with baselines in the same run.
+    """Score hallucinations against the aligned originals: the paper's Table 1, with baselines in the same run, and
+    how real they look: a classifier two-sample test, SWD in two normalisations, seam SWD, diversity of copies.
 
     Masks each image with our pipeline, fills the background with every method (models, cv2 Navier-Stokes and
     Telea inpainting, a mean-colour fill, the black mask itself) and reports SSIM over the whole image and over the
     background, ProGAN's multi-scale SWD, FID-face/KID-face against a disjoint real set (with the real-vs-real
     floor), match score, face-perceptual distance, dlib's same-person share on face chips and, where their weights
     are on disk, LPIPS, PieAPP and Inception FID. Every model-minus-best-baseline difference gets a paired
-    bootstrap 95% CI.
+    bootstrap 95% CI. A small CNN is trained per method to tell its outputs from real photos of the same dataset
+    (C2ST, over the whole crop and over windows on the jaw and the forehead): 0.5 means it cannot.
 
     \b
     Examples:
@@ -143,9 +195,7 @@ def evaluate(
     from augmentor.hallucinator import default_weights
     from augmentor.resources import MissingModelFileError
 
-    models = dict(_model_label(spec) for spec in model_specs)
-    if progan is not None:
-        models["ProGAN"] = progan
+    models = labelled_models(model_specs, progan)
     if not models and not baselines_only:
         try:
             models["cascade (shipped)"] = default_weights()
@@ -170,6 +220,10 @@ def evaluate(
         swd_bootstrap=max(10, num_bootstrap // 10),
         chip_identity=chip_identity,
         donors=str(donors) if donors else None,
+        donor_pool=donor_pool,
+        donor_refine=donor_refine,
+        copies=copies,
+        c2st_seeds=tuple(range(c2st_seeds)),
     )
     _, _, table = load_listing(dataset, root, identities, path_column, identity_column)
     try:

@@ -64,8 +64,13 @@ def swd_differences(
     reference: dict[int, np.ndarray],
     num: int,
     seed: int,
+    prefix: str = "swd",
 ) -> list[Difference]:
     """SWD per level, model minus the best baseline, bootstrapped over evaluation and reference images.
+
+    ``prefix`` names the variant (``swd``, ``swdr``, ``seam_swd``, ``seam_swdr``: see
+    :mod:`augmentor.evaluation.realism`); ``summary`` holds ``f"{prefix}_{res}"`` and the projections are that
+    variant's.
 
     The point value is the full SWD (every direction). The CI comes from resampling the images' projections on
     fewer directions (:func:`augmentor.evaluation.swd.project_levels`): the bootstrap differences' spread around
@@ -77,7 +82,7 @@ def swd_differences(
     counts, ref_counts = bootstrap_counts(n_eval, num, seed), bootstrap_counts(n_ref, num, seed + 1)
     out = []
     for res, real in reference.items():
-        key = f"swd_{res}"
+        key = f"{prefix}_{res}"
         base = best({b: summary[b][key] for b in baselines}, False)
         ones, ref_ones = np.ones(n_eval), np.ones(n_ref)
         real_sorted = sorted_resample(real, ref_ones)
@@ -93,4 +98,26 @@ def swd_differences(
             )
         value = summary[model][key] - summary[base][key]
         out.append(Difference(key, model, base, False, value, *percentile_ci(value + np.asarray(samples) - centre)))
+    return out
+
+
+def c2st_differences(model: str, accuracies: dict[str, dict[str, list[float]]], baselines: list[str]) -> list[Difference]:
+    """Per region, the model's C2ST accuracy minus the best (lowest) baseline's, paired over seeds.
+
+    Args:
+        accuracies: ``{method: {region: [accuracy per seed]}}``; every method was judged with the same seeds, so the
+            seed's identity split, JPEG draw and initialisation cancel in the difference.
+
+    The CI is Student's t over the per-seed differences (wide with few seeds: it says how far the seeds agree).
+    """
+    from augmentor.evaluation.c2st import t_interval
+
+    out = []
+    for region, values in accuracies[model].items():
+        means = {b: float(np.mean(accuracies[b][region])) for b in baselines if region in accuracies.get(b, {})}
+        if not means:
+            continue
+        base = best(means, False)
+        diff = np.asarray(values) - np.asarray(accuracies[base][region])
+        out.append(Difference(f"c2st_{region}", model, base, False, float(diff.mean()), *t_interval(diff)))
     return out

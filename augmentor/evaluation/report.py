@@ -41,6 +41,10 @@ COLUMNS = [
     ("< 0.6 (chip) ↑", "mean_same_person", 3, 1),
 ]
 METRIC_NAMES = {key.removeprefix("mean_"): header.split(" ↑")[0].split(" ↓")[0] for header, key, _, _ in COLUMNS}
+METRIC_NAMES.update({f"swdr_{r}": f"SWD{r} (real-ref)" for r in SWD_LEVELS})
+METRIC_NAMES.update({f"seam_swd_{r}": f"seam SWD{r} (per-set)" for r in SWD_LEVELS})
+METRIC_NAMES.update({f"seam_swdr_{r}": f"seam SWD{r} (real-ref)" for r in SWD_LEVELS})
+METRIC_NAMES.update({f"c2st_{r}": f"C2ST {r}" for r in ("whole", "jaw", "forehead")})
 DIFF_SCALE = {"kid_face": 1e3}
 
 
@@ -79,13 +83,85 @@ def _differences_markdown(report: dict, key: str = "differences") -> list[str]:
     ]
     for d in rows:
         scale = DIFF_SCALE.get(d["metric"], 1)
-        digits = 1 if d["metric"].startswith("swd") else 4
+        digits = 1 if "swd" in d["metric"] else 4
         wins = "—" if d["wins"] is None else f"{100 * d['wins']:.1f}%"
         verdict = d["verdict"].replace("baseline", "first model") if against_first else d["verdict"]
         lines.append(
             f"| {d['model']} | {METRIC_NAMES.get(d['metric'], d['metric'])} | {d['baseline']} | "
             f"{d['value'] * scale:+.{digits}f} | [{d['low'] * scale:+.{digits}f}, {d['high'] * scale:+.{digits}f}] | "
             f"{wins} | {verdict} |"
+        )
+    return lines
+
+
+def _c2st_cell(accuracies: list[float] | None) -> str:
+    from augmentor.evaluation.c2st import t_interval
+
+    if not accuracies:
+        return "—"
+    low, high = t_interval(np.asarray(accuracies))
+    interval = "" if not np.isfinite(low) else f" [{low:.3f}, {high:.3f}]"
+    return f"{np.mean(accuracies):.3f}{interval}"
+
+
+def realism_markdown(report: dict) -> list[str]:
+    """The realism table: C2ST per region (mean over seeds, t-interval), SWD in both normalisations, seam SWD."""
+    c2st = (report.get("c2st") or {}).get("accuracies") or {}
+    regions = list(next(iter(c2st.values()), {}))
+    seeds = len(next(iter(next(iter(c2st.values()), {}).values()), []))
+    swd_keys = [k for k in ("swdr_128", "swdr_64", "seam_swd_128", "seam_swd_64", "seam_swdr_128", "seam_swdr_64")]
+    swd_keys = [k for k in swd_keys if any(k in m for m in report["methods"].values())]
+    if not regions and not swd_keys:
+        return []
+    lines = [
+        "",
+        "## Realism: can a small CNN tell the set from real photos, and do the seams show?",
+        "",
+        (
+            f"C2ST: balanced test accuracy of a 4-convolution CNN trained to tell the set from the reference photos "
+            f"(split by identity, the same random JPEG round-trip, quality 70-95, on both classes), mean over {seeds} "
+            "seeds with the seeds' 95% t-interval; 0.5 = indistinguishable. jaw / forehead: 40x80 px windows on "
+            "the face-mask edge (augmentor/evaluation/bands.py). SWD real-ref: ProGAN's descriptors normalised by "
+            "the reference set's statistics (blur stays visible) instead of each set's own (the SWD columns above). "
+            "Seam SWD: neighbourhoods centred within 3 px of the face-mask edge. The real row is the floor."
+        ),
+        "",
+        "| method | " + " | ".join([*(f"C2ST {r} ↓" for r in regions), *(METRIC_NAMES[k] + " ↓" for k in swd_keys)]) + " |",
+        "|---|" + "---|" * (len(regions) + len(swd_keys)),
+    ]
+    for name, m in report["methods"].items():
+        cells = [_c2st_cell(c2st.get(name, {}).get(r)) for r in regions] + [_cell(m, k, 1, 1) for k in swd_keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    seconds = (report.get("c2st") or {}).get("seconds") or {}
+    if seconds:
+        lines += ["", f"C2ST time per set (all regions and seeds): {', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}."]
+    return lines
+
+
+def copies_markdown(report: dict) -> list[str]:
+    """Diversity of copies and the per-image metrics of every copy."""
+    copies = report.get("copies") or {}
+    if not copies:
+        return []
+    lines = [
+        "",
+        "## Copies: how different are a face's copies, and are the later copies as good as copy 0?",
+        "",
+        (
+            "Grey difference: mean absolute difference (0-255, RGB mean) between every two copies of a face over its "
+            "context pixels (mean over faces; p90 over faces). Descriptor distance: mean L2 between the dlib-ResNet "
+            "descriptors of two copies' context alone (face blacked out). Then SSIM and match of each copy."
+        ),
+        "",
+        "| method | copies | grey difference | p90 | descriptor distance | SSIM per copy | match per copy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, c in copies.items():
+        ssim = " / ".join(_fmt(p.get("ssim")) for p in c["per_copy"])
+        match = " / ".join(_fmt(p.get("match")) for p in c["per_copy"])
+        lines.append(
+            f"| {name} | {c['copies']} | {c['context_grey_difference']:.2f} | {c['context_grey_difference_p90']:.2f} | "
+            f"{c['context_descriptor_distance']:.3f} | {ssim} | {match} |"
         )
     return lines
 
@@ -128,6 +204,8 @@ def table_markdown(report: dict) -> str:
     ]
     for name, m in report["methods"].items():
         lines.append(f"| {name} | " + " | ".join(_cell(m, key, d, s) for _, key, d, s in columns) + " |")
+    lines += realism_markdown(report)
+    lines += copies_markdown(report)
     lines += _differences_markdown(report)
     lines += _differences_markdown(report, "model_differences")
     lines += [

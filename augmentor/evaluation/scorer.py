@@ -109,6 +109,10 @@ class Scorer:
             maps.append(feats)
         return torch.cat(descriptors), maps
 
+    def describe(self, images: np.ndarray) -> np.ndarray:
+        """dlib-ResNet descriptors ``[N, 128]`` of any images (e.g. a copy's context alone)."""
+        return self._describe(images)[0].numpy()
+
     def _chip_descriptors(self, images: np.ndarray) -> torch.Tensor:
         bs = self.settings.batch_size
         return torch.cat(

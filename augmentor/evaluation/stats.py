@@ -31,7 +31,7 @@ class Difference:
     @property
     def verdict(self) -> str:
         """``model better``, ``baseline better`` or ``not established`` (the CI holds 0)."""
-        if self.low <= 0 <= self.high:
+        if not (np.isfinite(self.low) and np.isfinite(self.high)) or self.low <= 0 <= self.high:
             return "not established"
         model_higher = self.low > 0
         return "model better" if model_higher == self.higher_is_better else "baseline better"

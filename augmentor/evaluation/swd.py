@@ -3,9 +3,14 @@
 Follows the reference ``metrics/sliced_wasserstein.py`` of tkarras/progressive_growing_of_gans:
 a Laplacian pyramid (cv2.pyrDown/pyrUp's 5-tap binomial filter, reflect-101 borders) from the full resolution
 down to 16 px; 128 random 7x7x3 neighbourhoods per image and level; each set's descriptors normalised per
-channel by that set's own mean and std; ``num_projections`` random unit directions drawn in ``repeats`` batches
+channel by that set's own mean and std (``per-set``, the reference's choice); ``num_projections`` random unit directions drawn in ``repeats`` batches
 (the reference: 4 x 128 = 512); the sorted projections compared point by point. Reported x 1e3, like the
 reference's ``SWDx1e3_<res>``. Fine levels hold the high-frequency band, so blur shows up there.
+
+The per-set normalisation rescales away how much detail a set has, so it forgives blur. :func:`level_stats` and
+:func:`normalise` with ``stats`` give the other choice: every set normalised by the *real* reference set's
+statistics (``real-referenced``), under which a blurred set's small band-pass values stay small. Seam SWD draws
+the neighbourhoods only near the face-mask edge (:func:`edge_candidates`), where a composite's joins are.
 """
 
 from __future__ import annotations
@@ -52,12 +57,34 @@ def laplacian_pyramid(images: torch.Tensor, num_levels: int) -> list[torch.Tenso
     return pyramid
 
 
-def sample_descriptors(level: torch.Tensor, nhoods_per_image: int, rng: np.random.Generator) -> torch.Tensor:
-    """``nhoods_per_image`` random 7x7 neighbourhoods of every image: ``[B * nhoods, C, 7, 7]``."""
-    b, c, h, w = level.shape
+def _centres(
+    shape: tuple[int, ...], nhoods_per_image: int, rng: np.random.Generator, candidates: np.ndarray | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Neighbourhood centres ``[B, n]`` (rows, cols): uniform over the image, or drawn from ``candidates``
+    (``[B, H, W]`` bool; an image with no candidate falls back to uniform)."""
+    b, _, h, w = shape
     half = NHOOD_SIZE // 2
-    ys = torch.from_numpy(rng.integers(half, h - half, size=(b, nhoods_per_image)))
-    xs = torch.from_numpy(rng.integers(half, w - half, size=(b, nhoods_per_image)))
+    ys = rng.integers(half, h - half, size=(b, nhoods_per_image))
+    xs = rng.integers(half, w - half, size=(b, nhoods_per_image))
+    if candidates is not None:
+        for i in range(b):
+            cy, cx = np.nonzero(candidates[i])
+            if len(cy):
+                pick = rng.integers(0, len(cy), size=nhoods_per_image)
+                ys[i], xs[i] = cy[pick], cx[pick]
+    return torch.from_numpy(ys), torch.from_numpy(xs)
+
+
+def sample_descriptors(
+    level: torch.Tensor, nhoods_per_image: int, rng: np.random.Generator, candidates: np.ndarray | None = None
+) -> torch.Tensor:
+    """``nhoods_per_image`` random 7x7 neighbourhoods of every image: ``[B * nhoods, C, 7, 7]``.
+
+    ``candidates``: ``[B, H, W]`` bool, the allowed centres of each image (None: anywhere a 7x7 window fits).
+    """
+    b, c, _, w = level.shape
+    ys, xs = _centres(level.shape, nhoods_per_image, rng, candidates)
+    half = NHOOD_SIZE // 2
     offsets = torch.arange(-half, half + 1)
     rows = (ys[..., None] + offsets).view(b, nhoods_per_image, NHOOD_SIZE, 1)  # [B, n, 7, 1]
     cols = (xs[..., None] + offsets).view(b, nhoods_per_image, 1, NHOOD_SIZE)  # [B, n, 1, 7]
@@ -67,11 +94,58 @@ def sample_descriptors(level: torch.Tensor, nhoods_per_image: int, rng: np.rando
     return patches.reshape(b * nhoods_per_image, c, NHOOD_SIZE, NHOOD_SIZE)
 
 
-def normalise(descriptors: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit std per channel over the whole descriptor set; flattened to ``[M, C*49]``."""
+def channel_stats(descriptors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (population) std ``[1, C, 1, 1]`` of ``[M, C, 7, 7]`` descriptors."""
     mean = descriptors.mean(dim=(0, 2, 3), keepdim=True)
     std = descriptors.std(dim=(0, 2, 3), keepdim=True, unbiased=False).clamp_min(1e-8)
+    return mean, std
+
+
+def normalise(descriptors: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Zero mean, unit std per channel, flattened to ``[M, C*49]``.
+
+    Args:
+        descriptors: ``[M, C, 7, 7]``.
+        stats: ``(mean, std)`` of another set (:func:`channel_stats`), e.g. the real reference set's; None uses the
+            set's own (ProGAN's per-set normalisation).
+    """
+    mean, std = channel_stats(descriptors) if stats is None else stats
     return ((descriptors - mean) / std).flatten(1)
+
+
+def level_stats(raw: dict[int, torch.Tensor]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-level channel statistics of :func:`raw_levels` descriptors (the reference set's, for
+    real-referenced SWD)."""
+    return {res: channel_stats(d) for res, d in raw.items()}
+
+
+def normalise_levels(
+    raw: dict[int, torch.Tensor], stats: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+) -> dict[int, torch.Tensor]:
+    """Every level of :func:`raw_levels` normalised per set (``stats`` None) or by ``stats``' levels."""
+    return {res: normalise(d, None if stats is None else stats[res]) for res, d in raw.items()}
+
+
+def edge_candidates(masks: np.ndarray, size: int, edge_px: int) -> np.ndarray:
+    """``[N, size, size]`` bool: pixels within ``edge_px`` of the face-mask edge at ``size`` px (inside or out),
+    where a 7x7 neighbourhood fits.
+
+    Args:
+        masks: ``[N, S, S]`` face masks (nonzero = face), resized to ``size`` by area averaging.
+        size: The pyramid level's side.
+        edge_px: Distance from the edge, in px of that level.
+    """
+    import cv2
+
+    half = NHOOD_SIZE // 2
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * edge_px + 1,) * 2)
+    out = np.zeros((len(masks), size, size), bool)
+    for i, mask in enumerate(masks):
+        small = cv2.resize((mask > 0).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) >= 0.5
+        small = small.astype(np.uint8)
+        out[i] = cv2.dilate(small, kernel) != cv2.erode(small, kernel)
+    out[:, :half], out[:, -half:], out[:, :, :half], out[:, :, -half:] = False, False, False, False
+    return out
 
 
 def _quantiles(sorted_proj: np.ndarray, count: int) -> np.ndarray:
@@ -114,15 +188,56 @@ def _levels(images: np.ndarray, min_resolution: int) -> list[int]:
 
 
 def level_descriptors(
-    images: np.ndarray, resolutions: list[int], nhoods_per_image: int, rng: np.random.Generator, batch_size: int
+    images: np.ndarray,
+    resolutions: list[int],
+    nhoods_per_image: int,
+    rng: np.random.Generator,
+    batch_size: int,
+    candidates: dict[int, np.ndarray] | None = None,
+    num_kept: int | None = None,
 ) -> list[torch.Tensor]:
-    """Normalised descriptors ``[N * nhoods, 147]`` of every pyramid level, finest first."""
-    per_level: list[list[torch.Tensor]] = [[] for _ in resolutions]
+    """Raw descriptors ``[N * nhoods, 3, 7, 7]`` of the pyramid levels ``resolutions``, finest first.
+
+    ``candidates``: ``{res: [N, res, res] bool}`` allowed centres per level (None: anywhere). ``num_kept``: sample
+    only the finest levels (the pyramid still goes down to the last resolution, so each kept level is the same
+    band-pass as in the full pyramid).
+    """
+    kept = len(resolutions) if num_kept is None else num_kept
+    per_level: list[list[torch.Tensor]] = [[] for _ in resolutions[:kept]]
     for i in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).permute(0, 3, 1, 2).float()
-        for k, level in enumerate(laplacian_pyramid(batch, len(resolutions))):
-            per_level[k].append(sample_descriptors(level, nhoods_per_image, rng))
-    return [normalise(torch.cat(d)) for d in per_level]
+        for k, level in enumerate(laplacian_pyramid(batch, len(resolutions))[:kept]):
+            allowed = None if candidates is None else candidates[resolutions[k]][i : i + batch_size]
+            per_level[k].append(sample_descriptors(level, nhoods_per_image, rng, allowed))
+    return [torch.cat(d) for d in per_level]
+
+
+def raw_levels(
+    images: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    nhoods_per_image: int = NHOODS_PER_IMAGE,
+    min_resolution: int = MIN_RESOLUTION,
+    batch_size: int = 256,
+    masks: np.ndarray | None = None,
+    edge_px: int = 3,
+    num_levels: int | None = None,
+) -> dict[int, torch.Tensor]:
+    """Unnormalised descriptors of one image set: ``{res: [N * nhoods, 3, 7, 7]}``, finest first.
+
+    Args:
+        images: uint8 ``[N, H, W, 3]``.
+        rng: Draws the neighbourhood positions.
+        masks: ``[N, H, W]`` face masks: then the neighbourhoods are centred within ``edge_px`` px (of each level)
+            of the mask edge (seam SWD). None: anywhere.
+        num_levels: Keep only the finest levels (None: down to ``min_resolution``).
+    """
+    resolutions = _levels(images, min_resolution)
+    kept = resolutions[:num_levels]
+    candidates = None if masks is None else {r: edge_candidates(masks, r, edge_px) for r in kept}
+    with torch.inference_mode():
+        found = level_descriptors(images, resolutions, nhoods_per_image, rng, batch_size, candidates, len(kept))
+    return dict(zip(kept, found))
 
 
 def describe_levels(
@@ -133,10 +248,10 @@ def describe_levels(
     min_resolution: int = MIN_RESOLUTION,
     batch_size: int = 256,
 ) -> dict[int, torch.Tensor]:
-    """Normalised descriptors of one image set: ``{res: [N * nhoods, 147]}``, finest first, rows grouped by image."""
-    resolutions = _levels(images, min_resolution)
-    with torch.inference_mode():
-        return dict(zip(resolutions, level_descriptors(images, resolutions, nhoods_per_image, rng, batch_size)))
+    """Per-set normalised descriptors of one image set: ``{res: [N * nhoods, 147]}``, finest first, rows grouped
+    by image."""
+    raw = raw_levels(images, rng, nhoods_per_image=nhoods_per_image, min_resolution=min_resolution, batch_size=batch_size)
+    return normalise_levels(raw)
 
 
 def swd_between(
