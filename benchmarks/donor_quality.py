@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-NAIVE = {"refine": False, "colour_near": 0.0, "colour_far": 0.0, "seam_width": 0, "band_dilation": 0}
+NAIVE = {"fit_outline": False, "colour_near": 0.0, "colour_far": 0.0, "seam_width": 0, "band_dilation": 0}
 
 
 def ssim_both(a: np.ndarray, b: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,7 @@ import numpy as np
 
 GRID = {  # one change at a time from the defaults
     "defaults": {},
-    "no refine": {"refine": False},
+    "no refine": {"fit_outline": False},
     "no colour shift": {"colour_near": 0.0, "colour_far": 0.0},
     "colour far 0": {"colour_far": 0.0},
     "colour far 0.8": {"colour_far": 0.8},

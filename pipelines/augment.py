@@ -280,7 +280,7 @@ def _execute(todo: pd.DataFrame, summary: RunSummary, settings: RunSettings, wei
             "precision": plan.precision,
         }
         if settings.method == "donor":
-            predictor["donors"] = str(settings.donors.resolve())
+            predictor.update(donors=str(settings.donors.resolve()), refine=settings.refine)
             stages = (DonorPredictAndWrite, DonorPredictor)
         else:
             predictor.update(model=str(settings.model.resolve()), seed=settings.seed)

@@ -27,6 +27,7 @@ class DonorPredictor(MatchScorer):
         num_threads: torch intra-op threads of this process; None leaves torch's setting alone.
         descriptor_weights: As for :class:`pipelines.stages.Predictor`.
         precision: ``fp32``, ``bf16`` or ``auto``, for the descriptor.
+        refine: The seamless composition (:mod:`augmentor.donors.seamless`); False: the plain one.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class DonorPredictor(MatchScorer):
         num_threads: int | None = None,
         descriptor_weights: str | None = None,
         precision: str = "auto",
+        refine: bool = True,
     ):
         import torch
 
@@ -51,7 +53,7 @@ class DonorPredictor(MatchScorer):
         self.precision = resolve_precision(precision, self.device.type)
         self.bank = DonorBank.load(donors)
         self.descriptor = FaceDescriptor(descriptor_weights).to(self.device)
-        self.copies, self.batch_size = copies, batch_size
+        self.copies, self.batch_size, self.refine = copies, batch_size, refine
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
@@ -71,7 +73,9 @@ class DonorPredictor(MatchScorer):
             position = np.searchsorted(originals, rows[faces])
             for out_row, i in zip(faces, position, strict=True):
                 k = int(ks[out_row])
-                result = self.bank.compose(aligned[i], masks[i], landmarks[i], int(indices[i, k]), distances[i, k])
+                result = self.bank.compose(
+                    aligned[i], masks[i], landmarks[i], int(indices[i, k]), distances[i, k], self.refine
+                )
                 images[out_row] = result.image
                 donor_ids[out_row], donor_identities[out_row] = result.donor_image_id, result.donor_identity
             scores[faces] = self.match_scores(images[faces], aligned, position)

@@ -44,6 +44,7 @@ class RunSettings:
     precision: str = "auto"  # fp32, bf16, or auto: bf16 where the hallucinating device runs it natively
     method: str = "cascade"  # cascade (the generator) or donor (context of real donor faces, CPU only)
     donors: Path | None = None  # method donor: preprocess output folder of the donor faces, or its donor_bank/
+    refine: bool = True  # method donor: the seamless composition; False (--no-refine): the plain one
 
 
 @dataclass
@@ -207,7 +208,9 @@ def _check_method(settings: RunSettings) -> dict[str, str]:
 
         if settings.donors is None:
             raise ValueError("method donor needs a donor folder (--donors PATH)")
-        return {"model": str(settings.donors.resolve()), "model_id": DonorBank.identify(settings.donors)}
+        bank = DonorBank.identify(settings.donors)
+        # the composition is part of what made an image: a rerun with the other one redoes the rows
+        return {"model": str(settings.donors.resolve()), "model_id": bank if settings.refine else f"{bank}-plain"}
     if settings.method != "cascade":
         raise ValueError(f"method must be cascade or donor, got {settings.method!r}")
     if settings.model is None:

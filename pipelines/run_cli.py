@@ -50,6 +50,12 @@ METHODS = ("cascade", "donor")
     "once, in donor_bank/), or that donor_bank/ folder.",
 )
 @click.option(
+    "--refine/--no-refine",
+    default=True,
+    help="--method donor: the seamless composition (outline warp, multi-band seam); --no-refine: the plain one "
+    "(similarity fit, Poisson seam). See docs/donors.md.",
+)
+@click.option(
     "--copies",
     type=click.IntRange(1, MAX_COPIES),
     default=1,
@@ -108,6 +114,7 @@ def run(
     model,
     method,
     donors,
+    refine,
     copies,
     image_format,
     seed,
@@ -174,6 +181,7 @@ def run(
         precision=precision,
         method=method,
         donors=donors,
+        refine=refine,
     )
     extra = {"dataset": dataset, "root": str(Path(root).resolve())}
     try:

@@ -210,9 +210,9 @@ def test_fit_similarity_recovers_a_small_move_and_clamps_a_large_one():
     matrix = fit_similarity(points, points @ linear.T + shift, DonorConfig())
     np.testing.assert_allclose(matrix[:, :2], linear, atol=1e-9)
     np.testing.assert_allclose(matrix[:, 2], shift, atol=1e-9)
-    clamped = fit_similarity(points, points * 2.0, DonorConfig(max_refine_scale=0.1))
+    clamped = fit_similarity(points, points * 2.0, DonorConfig(max_fit_scale=0.1))
     assert abs(np.sqrt(abs(np.linalg.det(clamped[:, :2]))) - 1.1) < 1e-9
-    np.testing.assert_allclose(fit_similarity(points, points + 50, DonorConfig(refine=False)), np.eye(2, 3))
+    np.testing.assert_allclose(fit_similarity(points, points + 50, DonorConfig(fit_outline=False)), np.eye(2, 3))
 
 
 def test_inner_ring_lies_inside_the_mask(targets):
@@ -245,3 +245,44 @@ def test_appearance_re_ranking_is_opt_in_and_stored_in_the_bank(donor_shards, ta
     _, best = plain.search(targets["aligned"], targets["mask"], targets["landmarks"], targets["identity"], 1)
     _, totals = bank.search(targets["aligned"], targets["mask"], targets["landmarks"], targets["identity"], 3)
     assert (totals > best).all()
+
+
+def test_refined_and_plain_both_keep_the_face_and_differ_in_the_context(bank, targets):
+    args = (targets["aligned"][:3], targets["mask"][:3], targets["landmarks"][:3], targets["identity"][:3])
+    refined, plain = bank.recontext(*args, k=1), bank.recontext(*args, k=1, refine=False)
+    for aligned, mask, a, b in zip(targets["aligned"], targets["mask"], refined, plain):
+        face = mask.astype(bool)
+        np.testing.assert_array_equal(a[0].image[face], aligned[face])
+        np.testing.assert_array_equal(b[0].image[face], aligned[face])
+        assert a[0].donor_image_id == b[0].donor_image_id  # the same donor, composed two ways
+        assert np.abs(a[0].image[~face].astype(int) - b[0].image[~face]).mean() > 0.5
+
+
+def test_outline_warp_puts_the_donor_landmarks_on_the_target_and_keeps_the_border():
+    from augmentor.donors.seamless import outline_field
+
+    angle = np.linspace(0, 2 * np.pi, 27, endpoint=False)
+    target = np.stack([64 + 31 * np.cos(angle), 76 + 30 * np.sin(angle)], 1)  # a face outline
+    donor = (target - [64, 76]) * 1.08 + [66, 75]  # a slightly bigger, shifted face
+    field = outline_field(donor, target, 128, max_warp=10.0)
+    # backward map: pixel p samples the donor at p + field[p]; at a target landmark that is the donor's landmark
+    at = field[np.rint(target[:, 1]).astype(int), np.rint(target[:, 0]).astype(int)]
+    assert np.abs(target + at - donor).max() < 1.0  # exact at the landmarks up to the grid and rounding
+    assert np.abs(field[0]).max() < 0.2 and np.abs(field[:, -1]).max() < 0.2  # the crop's border stays put
+    far = outline_field(target + 50, target, 128, max_warp=10.0)
+    at = far[np.rint(target[:, 1]).astype(int), np.rint(target[:, 0]).astype(int)]
+    np.testing.assert_allclose(np.linalg.norm(at, axis=1), 10.0, atol=1.0)  # a 70 px move is clamped to 10 px
+
+
+def test_multiband_blend_keeps_each_side_and_mixes_only_near_the_seam():
+    from augmentor.donors.seamless import multiband_blend
+
+    inside, outside = np.full((64, 64, 3), 200.0), np.full((64, 64, 3), 50.0)
+    mask = np.zeros((64, 64))
+    mask[:, :32] = 1
+    out = multiband_blend(inside, outside, mask, levels=3)
+    np.testing.assert_allclose(out[:, :16], 200.0, atol=1.0)
+    np.testing.assert_allclose(out[:, 48:], 50.0, atol=1.0)
+    assert 50 < out[0, 32, 0] < 200  # a gradual step across the seam
+    identical = multiband_blend(inside, inside, mask, levels=3)
+    np.testing.assert_allclose(identical, inside, atol=1e-6)

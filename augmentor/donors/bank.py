@@ -33,6 +33,7 @@ from augmentor.donors.compose import compose
 from augmentor.donors.config import DonorConfig
 from augmentor.donors.features import context_valid_share, describe, describe_all
 from augmentor.donors.search import nearest
+from augmentor.donors.seamless import compose_refined
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,7 @@ class DonorBank:
         landmarks: np.ndarray,
         identities: list[str | None],
         k: int = 1,
+        refine: bool = True,
     ) -> list[list[DonorResult]]:
         """Put every target face into the context of each of its ``k`` nearest donors.
 
@@ -226,6 +228,8 @@ class DonorBank:
             landmarks: ``[N, 68, 2]`` float32 aligned landmarks.
             identities: Each target's identity; a donor of that identity is never used. ``""`` or None: unknown.
             k: Donors (so distinct images) per target, best first.
+            refine: The seamless composition (:mod:`augmentor.donors.seamless`); False: the plain one
+                (:mod:`augmentor.donors.compose`).
 
         Returns:
             ``N`` lists of ``k`` results; every image equals its target wherever the mask is 1.
@@ -248,18 +252,26 @@ class DonorBank:
         indices, distances = self.search(aligned, masks, landmarks, identities, k)
         return [
             [
-                self.compose(aligned[i], masks[i], landmarks[i], j, d)
+                self.compose(aligned[i], masks[i], landmarks[i], j, d, refine)
                 for j, d in zip(indices[i].tolist(), distances[i].tolist(), strict=True)
             ]
             for i in range(n)
         ]
 
     def compose(
-        self, aligned: np.ndarray, mask: np.ndarray, landmarks: np.ndarray, donor: int, distance: float = float("nan")
+        self,
+        aligned: np.ndarray,
+        mask: np.ndarray,
+        landmarks: np.ndarray,
+        donor: int,
+        distance: float = float("nan"),
+        refine: bool = True,
     ) -> DonorResult:
-        """One target (``[128, 128, 3]``, ``[128, 128]``, ``[68, 2]``) in the context of donor number ``donor``."""
+        """One target (``[128, 128, 3]``, ``[128, 128]``, ``[68, 2]``) in the context of donor number ``donor``
+        (``refine``: the seamless composition, else the plain one)."""
         image, donor_mask, valid = self.donor(donor)
-        out = compose(aligned, mask, landmarks, image, donor_mask, self.landmarks[donor], valid, self.config)
+        how = compose_refined if refine else compose
+        out = how(aligned, mask, landmarks, image, donor_mask, self.landmarks[donor], valid, self.config)
         return DonorResult(out, self.image_ids[donor], str(self.identities[donor]), float(distance))
 
 

@@ -27,9 +27,9 @@ def fit_similarity(source: np.ndarray, target: np.ndarray, config: DonorConfig) 
     """Least-squares similarity taking ``source`` ``[P, 2]`` points onto ``target``, clamped to small changes.
 
     Returns:
-        ``[2, 3]`` float64 matrix (identity when ``config.refine`` is off).
+        ``[2, 3]`` float64 matrix (identity when ``config.fit_outline`` is off).
     """
-    if not config.refine:
+    if not config.fit_outline:
         return np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     src, dst = np.asarray(source, np.float64), np.asarray(target, np.float64)
     mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
@@ -38,14 +38,14 @@ def fit_similarity(source: np.ndarray, target: np.ndarray, config: DonorConfig) 
     # Complex-number form of the 2D Procrustes fit: z_dst ~ c * z_src, c = scale * e^{i angle}.
     za, zb = a[:, 0] + 1j * a[:, 1], b[:, 0] + 1j * b[:, 1]
     c = (np.conj(za) * zb).sum() / denominator
-    scale = float(np.clip(abs(c), 1 - config.max_refine_scale, 1 + config.max_refine_scale))
+    scale = float(np.clip(abs(c), 1 - config.max_fit_scale, 1 + config.max_fit_scale))
     angle = float(np.clip(np.angle(c), -np.radians(MAX_ROTATION_DEG), np.radians(MAX_ROTATION_DEG)))
     linear = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     shift = mu_d - linear @ mu_s
     moved = linear @ mu_s + shift - mu_s  # how far the outline's centre moves
     norm = float(np.hypot(*moved))
-    if norm > config.max_refine_shift:
-        shift -= moved * (1 - config.max_refine_shift / norm)
+    if norm > config.max_fit_shift:
+        shift -= moved * (1 - config.max_fit_shift / norm)
     return np.hstack([linear, shift[:, None]])
 
 

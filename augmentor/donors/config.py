@@ -37,14 +37,21 @@ class DonorConfig:
     candidates: int = 50  # donors the appearance term re-ranks
 
     # Composition.
-    refine: bool = True  # fit the donor's face outline to the target's with a similarity transform
-    max_refine_scale: float = 0.12  # largest relative scale change of that fit (clamped to it)
-    max_refine_shift: float = 8.0  # largest shift of that fit's outline centre, px (clamped to it)
+    fit_outline: bool = True  # fit the donor's face outline to the target's with a similarity transform
+    max_fit_scale: float = 0.12  # largest relative scale change of that fit (clamped to it)
+    max_fit_shift: float = 8.0  # largest shift of that fit's outline centre, px (clamped to it)
     colour_near: float = 1.0  # share of the border colour shift applied at the seam
     colour_far: float = 0.4  # share of it applied far from the seam
     colour_decay: float = 10.0  # px over which the share falls from near to far
     max_lightness_shift: float = 25.0  # clip of the L shift (Lab units)
     max_chroma_shift: float = 12.0  # clip of the a and b shifts (Lab units)
+    # Refined (seamless) composition only (augmentor.donors.seamless; DonorBank.recontext(..., refine=True)).
+    warp_outline: bool = True  # bend the donor's outline exactly onto the target's (thin-plate spline)
+    max_warp: float = 10.0  # largest displacement of that warp at a landmark, px
+    refined_band_dilation: int = 1  # px the donor's face is grown by before what shows of it is filled
+    blend_levels: int = 3  # Laplacian-pyramid levels of the seam blend (the coarsest mixes over about 2**levels px)
+
+    # Plain composition only.
     seam_width: int = 5  # px of context around the target's face re-solved by Poisson blending
     band_dilation: int = 2  # px the donor's own face region is grown by before it is hidden
 
