@@ -133,7 +133,9 @@ class HFWriter:
         if self.writer is None or self.in_shard == self.shard_size:
             self._close_part()
             self.parts.append(self.root / f".part-{len(self.parts):05d}.tmp")
-            self.writer = pq.ParquetWriter(self.parts[-1], self.schema)
+            # no dictionary for the image bytes: repeats are rare and the dictionary would only cost memory
+            dictionary = [name for name in self.schema.names if name != "image"]
+            self.writer = pq.ParquetWriter(self.parts[-1], self.schema, use_dictionary=dictionary)
             self.in_shard = 0
         self.rows.append({"image": {"bytes": jpeg, "path": f"{key}.jpg"}, "label": label, "key": key, **meta})
         self.in_shard += 1
