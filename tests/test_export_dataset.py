@@ -350,3 +350,18 @@ def test_formats_match_the_writers():
     from augmentor.dataset_export.writers import WRITERS
 
     assert FORMATS == WRITER_FORMATS == tuple(WRITERS)
+
+
+def test_small_batches_and_chunks_give_the_same_export(tmp_path, monkeypatch, face_shards, run_dir, exports):
+    """Reading 3 rows and encoding 4 images at a time (many batch and chunk boundaries) changes nothing."""
+    from augmentor.dataset_export import export, sources
+
+    monkeypatch.setattr(sources, "BATCH_ROWS", 3)
+    monkeypatch.setattr(export, "CHUNK", 4)
+    result = _export([face_shards, run_dir], tmp_path / "small", "imagefolder", "--size", "112", "--workers", "3")
+    assert result.exit_code == 0, result.output
+    reference = exports["imagefolder"]
+    assert (tmp_path / "small" / "samples.tsv").read_text() == (reference / "samples.tsv").read_text()
+    for sample in _tsv(reference / "samples.tsv"):
+        path = sample["location"]
+        assert (tmp_path / "small" / path).read_bytes() == (reference / path).read_bytes(), path

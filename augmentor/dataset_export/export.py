@@ -103,12 +103,23 @@ def publish(staging: Path, out: Path) -> None:
 
 
 def encoded(samples: Iterator[Sample], settings: ExportSettings) -> Iterator[tuple[Sample, bytes, int]]:
-    """``(sample, JPEG bytes, side)`` in input order, encoded ``CHUNK`` at a time on a thread pool."""
+    """``(sample, JPEG bytes, side)`` in input order, encoded ``CHUNK`` at a time on a thread pool; the next chunk is
+    encoded while the caller writes the current one (two chunks in memory at most)."""
+
+    def encode(sample: Sample) -> tuple[bytes, int]:
+        return to_jpeg(sample, settings.size, settings.jpeg_quality)
+
     with ThreadPoolExecutor(max_workers=settings.workers or os.cpu_count() or 1) as pool:
-        while chunk := list(itertools.islice(samples, CHUNK)):
-            jpegs = pool.map(lambda s: to_jpeg(s, settings.size, settings.jpeg_quality), chunk)
-            for sample, (jpeg, side) in zip(chunk, jpegs, strict=True):
-                yield sample, jpeg, side
+        current = None
+        while True:
+            chunk = list(itertools.islice(samples, CHUNK))
+            following = zip(chunk, pool.map(encode, chunk), strict=True) if chunk else None  # submitted at once
+            if current is not None:
+                for sample, (jpeg, side) in current:
+                    yield sample, jpeg, side
+            if following is None:
+                return
+            current = following
 
 
 def write_samples(sources: list[Source], labels: Labels, staging: Path, settings: ExportSettings) -> dict:
@@ -124,15 +135,15 @@ def write_samples(sources: list[Source], labels: Labels, staging: Path, settings
             total=labels.num_samples, desc=f"export {settings.format}", unit="img", disable=not settings.progress
         ) as bar,
     ):
-        table = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        table.writerow(SAMPLE_COLUMNS)
+        table = csv.DictWriter(fh, SAMPLE_COLUMNS, delimiter="\t", lineterminator="\n")  # None is written empty
+        table.writeheader()
         index = -1
         for index, (sample, jpeg, got) in enumerate(encoded(samples, settings)):
             if got != side:
                 raise ExportError(f"{sample.path or sample.image_id} is {got} px, the others {side}: pass --size")
             key, label, meta = f"{index:09d}", labels.index[sample.identity], sample.metadata()
             location = writer.add(key, label, jpeg, meta)
-            table.writerow([key, location, label, *(("" if v is None else v) for v in meta.values())])
+            table.writerow({"key": key, "location": location, "label": label, **meta})
             bar.update()
     return {"files": writer.close(), "size": side, "num_samples": index + 1}
 

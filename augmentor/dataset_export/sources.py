@@ -123,8 +123,8 @@ def _batches(source: Source, columns: list[str]) -> Iterator[dict[str, list]]:
     seen: set[tuple[str, int]] = set()
     for file in source.files:
         parquet = pq.ParquetFile(file)
-        read = [c for c in dict.fromkeys([*columns, "status", *(["copy"] if source.kind == COPY else [])])]
-        read = [c for c in read if c in parquet.schema_arrow.names]
+        wanted = dict.fromkeys([*columns, "status", *(["copy"] if source.kind == COPY else [])])
+        read = [c for c in wanted if c in parquet.schema_arrow.names]  # a pack has no status: all its rows are ok
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=read):
             rows = batch.to_pydict()
             n = batch.num_rows

@@ -157,5 +157,9 @@ class HFWriter:
         return [f"data/{name}" for name in names]
 
 
-WRITERS = {"imagefolder": ImageFolderWriter, "webdataset": WebDatasetWriter, "insightface": InsightFaceWriter}
-WRITERS["hf"] = HFWriter
+WRITERS = {
+    "imagefolder": ImageFolderWriter,
+    "webdataset": WebDatasetWriter,
+    "insightface": InsightFaceWriter,
+    "hf": HFWriter,
+}
