@@ -365,3 +365,25 @@ def test_small_batches_and_chunks_give_the_same_export(tmp_path, monkeypatch, fa
     for sample in _tsv(reference / "samples.tsv"):
         path = sample["location"]
         assert (tmp_path / "small" / path).read_bytes() == (reference / path).read_bytes(), path
+
+
+def test_command_is_listed_and_loads_light():
+    import subprocess
+    import sys
+
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0 and "export-dataset" in result.output
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from augmentor.cli import main\n"
+        "result = CliRunner().invoke(main, ['export-dataset', '--help'])\n"
+        "assert result.exit_code == 0 and 'SOURCE...' in result.output, result.output\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules = set(done.stdout.split())
+    assert "augmentor.commands.export_dataset" in modules
+    heavy = {m for m in modules if m.split(".")[0] in ("torch", "ray", "pandas", "pipelines", "recognition", "cv2")}
+    assert heavy == set()

@@ -408,3 +408,11 @@ def test_verify_lfw_help_examples_stay_on_their_lines():
     assert lines[lines.index(donors) + 1].startswith("--root data/lfw/images")
     continued = [i for i, line in enumerate(lines) if line.startswith("augmentor verify-lfw") and line.endswith("\\")]
     assert continued and all(lines[i + 1].startswith("--") for i in continued)
+
+
+def test_unreadable_model_files_are_spec_errors(tmp_path):
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00not a model" * 10)
+    for kind in ("onnx", "torchscript"):
+        with pytest.raises(spec.SpecError, match="not an? (ONNX model|TorchScript file)"):
+            load_embedder(f"{kind}:{junk}", "cpu")

@@ -50,9 +50,14 @@ class OnnxEmbedder(ChipEmbedder):
     """The first output of an ONNX model, for arcface-template chips."""
 
     def __init__(self, spec: ModelSpec, path: Path, device):
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(str(path), providers=_providers(device))
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise SpecError("onnx: onnxruntime is not installed; `pip install onnxruntime`") from exc
+        try:
+            self.session = ort.InferenceSession(str(path), providers=_providers(device))
+        except Exception as exc:  # onnxruntime raises its own exception types for a file it cannot load
+            raise SpecError(f"{path} is not an ONNX model onnxruntime can load ({exc})") from exc
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         shape = list(first.shape)

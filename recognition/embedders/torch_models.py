@@ -63,8 +63,12 @@ def load_facenet_state(path: Path) -> dict[str, torch.Tensor]:
 
 class FacenetEmbedder(TorchEmbedder):
     def __init__(self, spec: ModelSpec, path: Path, device: torch.device):
-        from facenet_pytorch import InceptionResnetV1
-
+        try:
+            from facenet_pytorch import InceptionResnetV1
+        except ImportError as exc:
+            raise SpecError(
+                "facenet: facenet-pytorch is not installed; `pip install --no-deps facenet-pytorch` (docs/install.md)"
+            ) from exc
         net = InceptionResnetV1(pretrained=None, classify=False)
         try:
             net.load_state_dict(load_facenet_state(path))
