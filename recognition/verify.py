@@ -63,15 +63,13 @@ def align_images(
     """Align ``root/name`` for every name (cached in ``cache_dir`` as preprocess shards); centre-crop the failures."""
     from augmentor.faces import FaceError, MaskingConfig, load_image
     from augmentor.preprocessing.preprocess import preprocess
-    from augmentor.preprocessing.shards import decode_png, read_shards
+    from augmentor.preprocessing.shards import decode_mask, decode_png, read_shards
 
     masking = masking or MaskingConfig()
     listing = pd.DataFrame(
         {"image_id": names, "identity": [n.split("/")[0] for n in names], "path": [str(root / n) for n in names]}
     )
     preprocess(listing, cache_dir, masking=masking, workers=settings.workers, progress=settings.progress)
-    from augmentor.preprocessing.shards import decode_mask
-
     columns = ["image_id", "source_path", "status", "reason", "aligned", "mask", "landmarks"]
     rows = {r["image_id"]: r for r in read_shards(cache_dir, columns=columns).to_pylist()}
     size = masking.template.size

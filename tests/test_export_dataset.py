@@ -387,3 +387,19 @@ def test_command_is_listed_and_loads_light():
     assert "augmentor.commands.export_dataset" in modules
     heavy = {m for m in modules if m.split(".")[0] in ("torch", "ray", "pandas", "pipelines", "recognition", "cv2")}
     assert heavy == set()
+
+
+def test_mixed_sizes_need_size_and_an_empty_out_is_used(tmp_path, face_shards):
+    from augmentor.preprocessing.shards import encode_png
+
+    small = tmp_path / "small-run"
+    (small / "images").mkdir(parents=True)
+    (small / "images" / "a.png").write_bytes(encode_png(np.zeros((64, 64, 3), np.uint8)))
+    row = _run_row("A/0001", "A", 0, "/data/a.jpg", "images/a.png")
+    pq.write_table(pa.Table.from_pylist([row]), small / "manifest.parquet")
+    result = _export([face_shards, small], tmp_path / "mixed", "insightface")
+    assert result.exit_code != 0 and "pass --size" in result.output and not (tmp_path / "mixed").exists()
+    (tmp_path / "empty").mkdir()
+    result = _export([face_shards, small], tmp_path / "empty", "insightface", "--size", "64")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "empty" / "property").read_text() == "11,64,64\n"
