@@ -403,3 +403,23 @@ def test_mixed_sizes_need_size_and_an_empty_out_is_used(tmp_path, face_shards):
     result = _export([face_shards, small], tmp_path / "empty", "insightface", "--size", "64")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "empty" / "property").read_text() == "11,64,64\n"
+
+
+def test_a_pack_is_a_real_source(tmp_path, face_shards):
+    """`augmentor pack` keeps only ok rows, without status or source_path columns, in faces.parquet."""
+    from augmentor.preprocessing.shards import read_shards
+
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    pq.write_table(
+        read_shards(face_shards, columns=["image_id", "identity", "aligned"], status="ok"), pack / "faces.parquet"
+    )
+    result = _export([pack], tmp_path / "out", "webdataset", "-n")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["num_real"] == 10
+    result = _export([pack], tmp_path / "out", "webdataset")
+    assert result.exit_code == 0, result.output
+    samples = _tsv(tmp_path / "out" / "samples.tsv")
+    assert (
+        len(samples) == 10 and {s["kind"] for s in samples} == {"real"} and {s["source_path"] for s in samples} == {""}
+    )

@@ -76,7 +76,7 @@ def export_dataset(sources, fmt, out, size, jpeg_quality, shard_size, workers, p
             click.echo(json.dumps(summary, indent=2))
             return
         summary = run_export(list(sources), out, settings)
-    except (SourceError, ExportError) as exc:
+    except (SourceError, ExportError, ValueError, OSError) as exc:  # ValueError: also pyarrow's ArrowInvalid
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"{summary['num_samples']} images ({summary['num_real']} real, {summary['num_copies']} copies) of "
