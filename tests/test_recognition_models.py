@@ -416,3 +416,35 @@ def test_unreadable_model_files_are_spec_errors(tmp_path):
     for kind in ("onnx", "torchscript"):
         with pytest.raises(spec.SpecError, match="not an? (ONNX model|TorchScript file)"):
             load_embedder(f"{kind}:{junk}", "cpu")
+
+
+# --------------------------------------------------------------------------------------------------- verify steps
+
+
+def test_verify_steps(four_pairs, lfw_root):
+    from recognition import verify
+    from recognition.features import AlignedImages
+
+    settings = verify.VerifySettings()
+    pairs, train = verify.load_pairs(four_pairs, settings)
+    assert len(pairs) == 4 and train is None
+    limited, _ = verify.load_pairs(four_pairs, verify.VerifySettings(limit=1))
+    assert len(limited) == 4  # one matched and one mismatched per fold already
+    with pytest.raises(ValueError, match="--train-pairs is for --view dev"):
+        verify.load_pairs(four_pairs, verify.VerifySettings(train_pairs=str(four_pairs)))
+    with pytest.raises(ValueError, match="View 2 file"):
+        verify.load_pairs(four_pairs, verify.VerifySettings(view="dev"))
+    names = verify.image_names(lfw_root, pairs, None)
+    assert names == sorted(set(pairs.left) | set(pairs.right)) and len(names) == 8
+    assert verify.second_images(pairs, None) == sorted(set(pairs.right))
+    ghost = verify.lfw.Pairs(("Nobody/Nobody_0001.jpg",), pairs.right[:1], pairs.same[:1], pairs.fold[:1], 1)
+    with pytest.raises(FileNotFoundError, match="1 image.*Nobody/Nobody_0001.jpg"):
+        verify.image_names(lfw_root, ghost, None)
+    aligned = AlignedImages(names, np.zeros((8, 4, 4, 3), np.uint8), [None] * 8, {names[0]: "no_face: test"})
+    report = verify.new_report(four_pairs, lfw_root, settings, pairs, aligned)
+    assert report["num_pairs"] == 4 and report["num_images"] == 8 and report["models"] == {}
+    assert report["alignment"] == {
+        "aligned": 7,
+        "centre_crop_fallback": 1,
+        "fallback_images": {names[0]: "no_face: test"},
+    }
