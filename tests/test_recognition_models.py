@@ -17,6 +17,11 @@ from augmentor.cli import main
 from recognition import five_point
 from recognition.embedders import load_embedder, spec
 
+pytestmark = [  # the test models are made with torch's TorchScript tools, deprecated upstream but still supported
+    pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning"),
+]
 ONNX_SIZE = 96  # the test ONNX model's fixed input side: verify-lfw must read it from the model
 FLAT_SIZE = 24  # the flattening TorchScript model's input side (given in the spec)
 
