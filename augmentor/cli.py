@@ -21,6 +21,7 @@ CORE_COMMANDS = {
     "export": "augmentor.commands.export:export",
     "pack": "augmentor.commands.pack:pack",
     "evaluate": "augmentor.commands.evaluate:evaluate",
+    "export-dataset": "augmentor.commands.export_dataset:export_dataset",
 }
 
 

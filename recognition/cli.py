@@ -28,10 +28,22 @@ BACKBONES = ("resnet50", "resnet18", "dlib-resnet")  # recognition.backbone.BACK
 
 
 def _model_label(spec: str) -> tuple[str, str]:
-    """``NAME=PATH``, ``PATH`` (labelled by its run folder) or ``dlib`` -> (label, spec)."""
+    """``[NAME=]KIND:SOURCE[,KEY=VALUE...]``, ``[NAME=]PATH`` (labelled by its run folder) or ``dlib`` -> (label, spec).
+
+    An external recogniser's file (or facenet's weights) is checked here, before any image is aligned.
+    """
+    from recognition.embedders.spec import SpecError, check_source, is_model_spec, parse_model_spec
+
     name, sep, path = spec.partition("=")
-    if not sep:
+    if not sep or is_model_spec(spec):
         name, path = "", spec
+    if is_model_spec(path):
+        try:
+            parsed = parse_model_spec(path)
+            check_source(parsed)
+        except (SpecError, FileNotFoundError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--model") from exc
+        return name or parsed.default_label(), path
     if path == "dlib":
         return name or "dlib-resnet (fixed)", path
     folder = Path(path)
@@ -213,8 +225,10 @@ def finetune(
     "model_specs",
     multiple=True,
     required=True,
-    metavar="[NAME=]PATH|dlib",
-    help="A finetune run or checkpoint folder, or 'dlib' (the dlib face ResNet port as a fixed baseline). "
+    metavar="[NAME=]PATH|dlib|KIND:FILE",
+    help="A finetune run or checkpoint folder, 'dlib' (the dlib face ResNet port as a fixed baseline), or your own "
+    "recogniser: onnx:FILE, torchscript:FILE, facenet:vggface2|casia-webface|FILE, each optionally followed by "
+    ",size=PX,mean=M,std=S,align=five-point|crop,channels=rgb|bgr (docs/recognition.md). Nothing is downloaded. "
     "Repeatable: every model goes on one ROC plot.",
 )
 @click.option(
@@ -309,8 +323,10 @@ def verify_lfw(
           --root data/lfw/images --pairs data/lfw/pairs.txt --out runs/lfw-table2
       augmentor verify-lfw --model runs/00007-resnet50-finetune --view dev --pairs data/lfw/pairsDevTest.txt \\
           --train-pairs data/lfw/pairsDevTrain.txt --root data/lfw/images --out runs/lfw-dev
-      augmentor verify-lfw --model dlib --context masked,donor --donors runs/donors \
+      augmentor verify-lfw --model dlib --context masked,donor --donors runs/donors \\
           --root data/lfw/images --pairs data/lfw/pairs.txt --out runs/lfw-contexts
+      augmentor verify-lfw --model arc=onnx:w600k_r50.onnx --model fn=facenet:vggface2 --context masked \\
+          --root data/lfw/images --pairs data/lfw/pairs.txt --out runs/lfw-own
     """
     from augmentor.config import ConfigError, load_config
     from augmentor.faces import MaskingConfig

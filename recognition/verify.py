@@ -25,7 +25,8 @@ import pandas as pd
 from recognition import lfw
 from recognition.contexts import DONOR, ORIGINAL, ContextImages, load_donor_bank, make_context, path_fingerprint
 from recognition.data import resize_crop
-from recognition.features import AlignedImages, embed_all, load_embedder
+from recognition.embedders import load_embedder
+from recognition.features import AlignedImages, embed_all
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +63,13 @@ def align_images(
     """Align ``root/name`` for every name (cached in ``cache_dir`` as preprocess shards); centre-crop the failures."""
     from augmentor.faces import FaceError, MaskingConfig, load_image
     from augmentor.preprocessing.preprocess import preprocess
-    from augmentor.preprocessing.shards import decode_png, read_shards
+    from augmentor.preprocessing.shards import decode_mask, decode_png, read_shards
 
     masking = masking or MaskingConfig()
     listing = pd.DataFrame(
         {"image_id": names, "identity": [n.split("/")[0] for n in names], "path": [str(root / n) for n in names]}
     )
     preprocess(listing, cache_dir, masking=masking, workers=settings.workers, progress=settings.progress)
-    from augmentor.preprocessing.shards import decode_mask
-
     columns = ["image_id", "source_path", "status", "reason", "aligned", "mask", "landmarks"]
     rows = {r["image_id"]: r for r in read_shards(cache_dir, columns=columns).to_pylist()}
     size = masking.template.size
@@ -212,6 +211,113 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
 
 
+def load_pairs(pairs_path: str | Path, settings: VerifySettings) -> tuple[lfw.Pairs, lfw.Pairs | None]:
+    """The test pairs and, for ``--view dev`` with ``train_pairs``, the threshold pairs, both cut to ``limit``.
+
+    Raises:
+        FileNotFoundError, ValueError: see :func:`verify_lfw`.
+    """
+    pairs = lfw.read_pairs(pairs_path)
+    _check_view(pairs, settings.view)
+    train = None
+    if settings.train_pairs:
+        if settings.view != "dev":
+            raise ValueError("--train-pairs is for --view dev (View 2 chooses thresholds on the other folds)")
+        train = lfw.read_pairs(settings.train_pairs)
+        _check_view(train, "dev")
+    if settings.limit:
+        pairs = pairs.limit(settings.limit)
+        train = train.limit(settings.limit) if train is not None else None
+    return pairs, train
+
+
+def image_names(root: Path, pairs: lfw.Pairs, train: lfw.Pairs | None) -> list[str]:
+    """Every image the pairs name, sorted.
+
+    Raises:
+        FileNotFoundError: one is not under ``root``.
+    """
+    names = sorted(set(pairs.images()) | set(train.images() if train is not None else []))
+    missing = [n for n in names if not (root / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image(s) named by the pairs are not under {root}, e.g. {', '.join(missing[:3])}"
+        )
+    return names
+
+
+def second_images(pairs: lfw.Pairs, train: lfw.Pairs | None) -> list[str]:
+    """The images scored second in a pair, sorted: the ones ``--context`` re-contexts."""
+    return sorted(set(pairs.right) | set(train.right if train is not None else ()))
+
+
+def new_report(pairs_path, root: Path, settings: VerifySettings, pairs: lfw.Pairs, aligned: AlignedImages) -> dict:
+    """The report's header: inputs, settings and the alignment counts (models are added as they are scored)."""
+    return {
+        "pairs": str(pairs_path),
+        "train_pairs": settings.train_pairs,
+        "root": str(root),
+        "settings": dataclasses.asdict(settings),
+        "num_pairs": len(pairs),
+        "num_images": len(aligned.names),
+        "alignment": {
+            "aligned": len(aligned.names) - len(aligned.fallbacks),
+            "centre_crop_fallback": len(aligned.fallbacks),
+            "fallback_images": aligned.fallbacks,
+        },
+        "tpr_note": "tpr_pooled: one ROC over all test pairs; tpr_fold_mean/std: one ROC per fold, then mean/std",
+        "models": {},
+    }
+
+
+Curve = tuple[np.ndarray, np.ndarray, lfw.Verification]  # scores, same, result
+
+
+def score_model(
+    name: str,
+    embedder,
+    aligned: AlignedImages,
+    pairs: lfw.Pairs,
+    train: lfw.Pairs | None,
+    contexts: dict[str, ContextImages],
+    out: Path,
+    settings: VerifySettings,
+) -> tuple[dict, dict[str, Curve]]:
+    """One model's report entry and its ROC curve per context (``original`` and every re-contexted set)."""
+    features = embed_all(embedder, aligned, out / "features" / f"{_slug(name)}.npz", settings)
+    result, scores = run_protocol(features, aligned, pairs, train, settings)
+    curves = {ORIGINAL: (scores, pairs.same, result)}
+    entry = {
+        "feature_dim": int(features.shape[1]),
+        "training": {k: embedder.config.get(k) for k in ("data", "epochs_trained", "best_val_loss", "init")},
+        "architecture": embedder.config.get("architecture"),
+        **dataclasses.asdict(result),
+        "contexts": {},
+    }
+    _log_result(name, ORIGINAL, result)
+    for context, images in contexts.items():
+        right_index = aligned.index(tuple(images.names))
+        view = AlignedImages(images.names, images.images, [aligned.landmarks[i] for i in right_index])
+        cache = out / "features" / f"{_slug(name)}@{context}.npz"
+        right = features.copy()  # only the rows of the second images are read
+        right[right_index] = embed_all(embedder, view, cache, settings, images.key)
+        result, scores = run_protocol(features, aligned, pairs, train, settings, right_features=right)
+        curves[context] = (scores, pairs.same, result)
+        entry["contexts"][context] = dataclasses.asdict(result)
+        _log_result(name, context, result)
+    return entry, curves
+
+
+def write_report(report: dict, curves: dict[str, dict[str, Curve]], out: Path) -> None:
+    """``roc.png`` (original context), ``roc-<context>.png`` and ``report.json`` (atomically, last)."""
+    for context, context_curves in curves.items():
+        suffix = "" if context == ORIGINAL else f"-{context}"
+        plot_roc(context_curves, out / f"roc{suffix}.png", title=f"LFW verification ROC, context: {context}")
+    tmp = out / ".report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out / "report.json")
+
+
 def verify_lfw(
     models: dict[str, str | Path],
     root: str | Path,
@@ -223,7 +329,8 @@ def verify_lfw(
     """Run the LFW protocol for every model (and context) and write ``report.json`` and the ROC plots to ``out``.
 
     Args:
-        models: ``{label: checkpoint folder or "dlib"}``.
+        models: ``{label: model}``, a model being a checkpoint or run folder, ``"dlib"``, or an external recogniser
+            (``onnx:FILE``, ``torchscript:FILE``, ``facenet:vggface2``: :mod:`recognition.embedders.spec`).
         root: The LFW images folder (``Name/Name_0001.jpg``).
         pairs_path: ``pairs.txt`` (View 2) or ``pairsDevTest.txt`` (``settings.view = "dev"``).
         out: Output folder; also holds the alignment and feature caches.
@@ -237,85 +344,32 @@ def verify_lfw(
 
     Raises:
         FileNotFoundError: a pairs file, an image it names or a model file is missing.
-        ValueError: a malformed pairs file, one that does not fit the view, or a context that cannot be made
-            (:class:`recognition.contexts.ContextError`).
+        ValueError: a malformed pairs file, one that does not fit the view, a context that cannot be made
+            (:class:`recognition.contexts.ContextError`) or a model spec that cannot be used.
     """
     from augmentor.precision import pick_device
 
     settings = settings or VerifySettings()
     root, out = Path(root), Path(out)
     start = time.perf_counter()
-    pairs = lfw.read_pairs(pairs_path)
-    _check_view(pairs, settings.view)
-    train = None
-    if settings.train_pairs:
-        if settings.view != "dev":
-            raise ValueError("--train-pairs is for --view dev (View 2 chooses thresholds on the other folds)")
-        train = lfw.read_pairs(settings.train_pairs)
-        _check_view(train, "dev")
-    if settings.limit:
-        pairs = pairs.limit(settings.limit)
-        train = train.limit(settings.limit) if train is not None else None
+    pairs, train = load_pairs(pairs_path, settings)
     bank = load_donor_bank(settings.donors) if DONOR in settings.contexts else None  # fail before aligning
-    names = sorted(set(pairs.images()) | set(train.images() if train is not None else []))
-    missing = [n for n in names if not (root / n).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} image(s) named by the pairs are not under {root}, e.g. {', '.join(missing[:3])}"
-        )
+    names = image_names(root, pairs, train)
     out.mkdir(parents=True, exist_ok=True)
     aligned = align_images(root, names, out / "aligned", settings, masking)
     device = pick_device(settings.device)
-    report: dict = {
-        "pairs": str(pairs_path),
-        "train_pairs": settings.train_pairs,
-        "root": str(root),
-        "settings": dataclasses.asdict(settings),
-        "num_pairs": len(pairs),
-        "num_images": len(names),
-        "alignment": {
-            "aligned": len(names) - len(aligned.fallbacks),
-            "centre_crop_fallback": len(aligned.fallbacks),
-            "fallback_images": aligned.fallbacks,
-        },
-        "tpr_note": "tpr_pooled: one ROC over all test pairs; tpr_fold_mean/std: one ROC per fold, then mean/std",
-        "models": {},
-    }
-    right_names = sorted(set(pairs.right) | set(train.right if train is not None else ()))
-    right_index = aligned.index(tuple(right_names))
-    contexts = _make_contexts(aligned, right_names, settings, out, bank)
-    report["contexts"] = {ORIGINAL: {"images": len(right_names), "recontexted": 0}} | {
+    report = new_report(pairs_path, root, settings, pairs, aligned)
+    contexts = _make_contexts(aligned, second_images(pairs, train), settings, out, bank)
+    report["contexts"] = {ORIGINAL: {"images": len(second_images(pairs, train)), "recontexted": 0}} | {
         c: images.summary() for c, images in contexts.items()
     }
-    curves: dict[str, dict] = {c: {} for c in (ORIGINAL, *contexts)}
+    curves: dict[str, dict[str, Curve]] = {c: {} for c in (ORIGINAL, *contexts)}
     for name, spec in models.items():
         embedder = load_embedder(spec, device)
-        features = embed_all(embedder, aligned, out / "features" / f"{_slug(name)}.npz", settings)
-        result, scores = run_protocol(features, aligned, pairs, train, settings)
-        curves[ORIGINAL][name] = (scores, pairs.same, result)
-        report["models"][name] = {
-            "model": str(spec),
-            "feature_dim": int(features.shape[1]),
-            "training": {k: embedder.config.get(k) for k in ("data", "epochs_trained", "best_val_loss", "init")},
-            "architecture": embedder.config.get("architecture"),
-            **dataclasses.asdict(result),
-            "contexts": {},
-        }
-        _log_result(name, ORIGINAL, result)
-        for context, images in contexts.items():
-            view = AlignedImages(images.names, images.images, [aligned.landmarks[i] for i in right_index])
-            cache = out / "features" / f"{_slug(name)}@{context}.npz"
-            right = features.copy()  # only the rows of the second images are read
-            right[right_index] = embed_all(embedder, view, cache, settings, images.key)
-            result, scores = run_protocol(features, aligned, pairs, train, settings, right_features=right)
-            curves[context][name] = (scores, pairs.same, result)
-            report["models"][name]["contexts"][context] = dataclasses.asdict(result)
-            _log_result(name, context, result)
-    for context, context_curves in curves.items():
-        suffix = "" if context == ORIGINAL else f"-{context}"
-        plot_roc(context_curves, out / f"roc{suffix}.png", title=f"LFW verification ROC, context: {context}")
+        entry, model_curves = score_model(name, embedder, aligned, pairs, train, contexts, out, settings)
+        report["models"][name] = {"model": str(spec), **entry}
+        for context, curve in model_curves.items():
+            curves[context][name] = curve
     report["seconds"] = round(time.perf_counter() - start, 1)
-    tmp = out / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out / "report.json")
+    write_report(report, curves, out)
     return report
