@@ -171,12 +171,15 @@ def test_evaluate_orders_the_metrics_on_real_faces(lfw_tree, tiny_checkpoint, tm
     for name in BASELINES:
         assert m[name]["mean_ssim_background"] < m[name]["mean_ssim"] - 0.1
     # set-level distances against the disjoint real set: the real originals are the floor
-    for key in ("fid_face", "kid_face", "swd_128", "swd_64"):
+    for key in ("fid_face", "kid_face", "swd_128", "swd_64", "swdr_128", "swdr_64", "seam_swdr_128"):
         assert real[key] < black[key], key
+    assert "seam_swd_32" not in real  # seam SWD at the two finest levels only
     # the face chip is nearly all face pixels, identical by construction: dlib calls every fill the same person
     assert black["mean_same_person"] == 1.0 and black["mean_chip_l2"] < black["mean_dlib_l2"]
     metrics = {d["metric"] for d in report["differences"]}
     assert {"ssim", "ssim_background", "fid_face", "kid_face", "swd_128", "swd_16", "same_person"} <= metrics
+    assert {"swdr_128", "swdr_16", "seam_swd_128", "seam_swd_64", "seam_swdr_128", "seam_swdr_64"} <= metrics
+    assert report["c2st"]["accuracies"] == {}  # 5 images: under c2st_min_images, no judge is trained
     for d in report["differences"]:
         assert d["model"] == "tiny" and d["baseline"] in BASELINES and d["low"] <= d["high"], d
     table = (out / "table.md").read_text()
@@ -234,3 +237,37 @@ def test_cli_evaluate_adds_the_nearest_donor_row(lfw_tree, face_shards, tmp_path
     assert (face_shards / "donor_bank" / "bank.json").is_file()  # built once, beside the shards
     missing = CliRunner().invoke(main, [*args, "--out", str(out), "--donors", str(tmp_path / "nope")])
     assert missing.exit_code == 2
+
+
+def test_evaluate_judges_realism_with_donors_of_the_same_dataset_and_copies(lfw_root, tmp_path, no_torch_hub):
+    """Donor rows from the dataset's other identities, both compositions, K copies with their diversity, and the
+    C2ST for every set but the flat fills."""
+    from augmentor.datasets.adapters import load_dataset
+    from augmentor.evaluation.evaluate import DONOR, DONOR_REFINED
+
+    table = load_dataset("lfw", lfw_root)
+    settings = EvalSettings(
+        limit=6, reference_size=6, workers=1, num_bootstrap=20, swd_bootstrap=10, copies=2, c2st_seeds=(0,),
+        c2st_min_images=2, c2st_regions=("whole", "jaw"),
+    )
+    report = evaluate(table, tmp_path / "eval", {}, settings)
+    used = set(pd.read_parquet(tmp_path / "eval" / "per_image.parquet")["image_id"])
+    donors = report["donors"]
+    assert donors["bank_size"] >= 2 and (tmp_path / "eval" / "donors").is_dir()
+    assert {DONOR, DONOR_REFINED} <= set(report["methods"])
+    # the donors share no identity with an evaluated face
+    bank = np.load(tmp_path / "eval" / "donors" / "donor_bank" / "features.npz")
+    evaluated = {i.rsplit("_", 1)[0] for i in used}
+    assert not evaluated & set(bank["identity"].tolist())
+    judged = report["c2st"]["accuracies"]
+    assert set(judged) == {*BASELINES, DONOR, DONOR_REFINED, REAL} - {"black mask", "mean-colour fill"}
+    for regions in judged.values():
+        assert set(regions) == {"whole", "jaw"} and all(0 <= a <= 1 for v in regions.values() for a in v)
+    copies = report["copies"]
+    assert set(copies) == {DONOR, DONOR_REFINED}  # the baselines make one copy
+    for c in copies.values():
+        assert c["copies"] == 2 and c["context_grey_difference"] > 5 and len(c["per_copy"]) == 2
+    between = {(d["model"], d["baseline"]) for d in report["model_differences"]}
+    assert between == {(DONOR_REFINED, DONOR)}
+    table_md = (tmp_path / "eval" / "table.md").read_text()
+    assert "## Realism" in table_md and "C2ST whole" in table_md and "## Copies" in table_md

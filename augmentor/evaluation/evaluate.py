@@ -47,6 +47,7 @@ class EvalSettings:
     copies: int = 1  # copies per face of the models and donor rows; >= 2 also measures their diversity
     c2st_seeds: tuple[int, ...] = (0, 1, 2)  # classifier two-sample test seeds (empty: no C2ST)
     c2st_regions: tuple[str, ...] = ("whole", "jaw", "forehead")  # regions the C2ST judges
+    c2st_skip: tuple[str, ...] = ("black mask", "mean-colour fill")  # flat fills any judge catches: not trained on
     c2st_min_images: int = 20  # fewer evaluated or reference images than this: no C2ST (nothing to learn from)
 
 
@@ -248,7 +249,7 @@ def score_sets(outputs: Outputs, faces: FaceSet, reference: FaceSet, scorer: Sco
         summary.update(scorer.set_level(images, scores.features[name]))
         values, scores.projections[name] = swd.score(images, faces.masks)
         summary.update(values)
-        if judge is not None:
+        if judge is not None and name not in settings.c2st_skip:
             start = time.perf_counter()
             judged = judge.score(images, faces.masks, faces.identities)
             scores.c2st[name] = {region: result.accuracies for region, result in judged.items()}
