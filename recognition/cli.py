@@ -98,6 +98,28 @@ def _yaml_value(value: object) -> str:
 @batch_size_option(None, "Batch size per worker.", minimum=2)
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="Optimiser. Default: config.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR", help="Base lr.")
+@click.option(
+    "--trunk-lr-scale",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="X",
+    help="The trunk's lr = --lr x X (0: the trunk stays as initialised). Default: config.",
+)
+@click.option(
+    "--frozen-trunk-epochs",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Train only the new embedding layer and head for the first N epochs (trunk lr 0). Default: config.",
+)
+@click.option(
+    "--copy-probability",
+    type=click.FloatRange(0, 1),
+    default=None,
+    metavar="P",
+    help="An epoch is one pass over the real crops, each replaced with probability P by one of its copies (same "
+    "image), chosen at random. Default (unset): train on the union of real crops and copies.",
+)
 @device_option(None, "auto, cpu, cuda, cuda:1 (single process).")
 @click.option(
     "--num-workers",
@@ -124,6 +146,9 @@ def finetune(
     batch_size,
     optimizer,
     lr,
+    trunk_lr_scale,
+    frozen_trunk_epochs,
+    copy_probability,
     device,
     num_workers,
     use_gpu,
@@ -142,6 +167,8 @@ def finetune(
       augmentor finetune --manifest runs/celeba --config configs/recognition/finetune.yaml --init r50.pth
       augmentor finetune --manifest runs/celeba --manifest runs/celeba-aug/manifest.parquet \\
           --config configs/recognition/finetune.yaml --init r50.pth
+      augmentor finetune --manifest runs/celeba --manifest runs/celeba-donor --copy-probability 0.5 \\
+          --config configs/recognition/grid-pretrained.yaml
       augmentor finetune --manifest runs/celeba --config configs/recognition/cpu-small.yaml
       augmentor finetune --manifest runs/casia --num-workers 8 --use-gpu --address auto
       augmentor finetune --resume runs/00007-resnet50-finetune
@@ -153,7 +180,8 @@ def finetune(
     launch: dict = {}
     if resume_dir is not None:
         given = (manifests, config_path, overrides, backbone, init, loss, image_size, epochs, batch_size, optimizer, lr)
-        if any(given) or device:
+        recipe = (trunk_lr_scale, frozen_trunk_epochs, copy_probability)
+        if any(given) or device or any(v is not None for v in recipe):
             raise click.BadParameter(
                 "--resume takes the run's saved config; give no other settings", param_hint="--resume"
             )
@@ -175,6 +203,9 @@ def finetune(
             ("batch_size", batch_size),
             ("optim.name", optimizer),
             ("optim.lr", lr),
+            ("optim.trunk_lr_scale", trunk_lr_scale),
+            ("optim.frozen_trunk_epochs", frozen_trunk_epochs),
+            ("data.copy_probability", copy_probability),
             ("device", device),
         ):
             if value is not None:
