@@ -24,6 +24,7 @@ from recognition.data import REAL
 
 log = logging.getLogger(__name__)
 
+
 class CopySampler(torch.utils.data.Sampler[int]):
     """Dataset rows for one epoch: each real row once (this worker's share), swapped for a copy with probability p.
 

@@ -160,7 +160,13 @@ def manifests(tmp_path_factory) -> tuple[Path, Path]:
             rel = f"images/{n:02d}-{c}.png"
             (root / "aug" / rel).write_bytes(copy)
             rows.append(
-                {"image_id": image_id, "identity": image_id.split("/")[0], "status": "ok", "output_path": rel, "copy": c}
+                {
+                    "image_id": image_id,
+                    "identity": image_id.split("/")[0],
+                    "status": "ok",
+                    "output_path": rel,
+                    "copy": c,
+                }
             )
     pq.write_table(pa.Table.from_pylist(rows), root / "aug" / "manifest.parquet")
     return root / "real.parquet", root / "aug" / "manifest.parquet"
