@@ -309,9 +309,10 @@ def finetune(
     "context_values",
     multiple=True,
     default=("original",),
-    metavar="original|masked|donor",
+    metavar="original|masked|donor|donor-refined",
     help="Score the pairs again with the second image of every pair re-contexted: masked (background, outside "
-    "the face mask, black) or donor (a real donor's context, needs --donors). Repeatable or comma-separated; "
+    "the face mask, black), donor (a real donor's context, plain composition; needs --donors) or donor-refined "
+    "(the same donor, seamless composition; needs --donors). Repeatable or comma-separated; "
     "original is always scored.",
 )
 @click.option(
@@ -319,7 +320,8 @@ def finetune(
     type=click.Path(exists=True, path_type=Path),
     default=None,
     metavar="PATH",
-    help="--context donor: the donor bank (augmentor.donors.DonorBank), built from training faces, never LFW.",
+    help="--context donor / donor-refined: the donor bank (augmentor.donors.DonorBank), built from training "
+    "faces, never LFW.",
 )
 @progress_option("Show progress bars.")
 def verify_lfw(
@@ -354,14 +356,14 @@ def verify_lfw(
           --root data/lfw/images --pairs data/lfw/pairs.txt --out runs/lfw-table2
       augmentor verify-lfw --model runs/00007-resnet50-finetune --view dev --pairs data/lfw/pairsDevTest.txt \\
           --train-pairs data/lfw/pairsDevTrain.txt --root data/lfw/images --out runs/lfw-dev
-      augmentor verify-lfw --model dlib --context masked,donor --donors runs/donors \\
+      augmentor verify-lfw --model dlib --context masked,donor,donor-refined --donors runs/donors \\
           --root data/lfw/images --pairs data/lfw/pairs.txt --out runs/lfw-contexts
       augmentor verify-lfw --model arc=onnx:w600k_r50.onnx --model fn=facenet:vggface2 --context masked \\
           --root data/lfw/images --pairs data/lfw/pairs.txt --out runs/lfw-own
     """
     from augmentor.config import ConfigError, load_config
     from augmentor.faces import MaskingConfig
-    from recognition.contexts import DONOR, ContextError, parse_contexts
+    from recognition.contexts import ContextError, needs_donors, parse_contexts
     from recognition.verify import VerifySettings
     from recognition.verify import verify_lfw as run_verify
 
@@ -369,8 +371,9 @@ def verify_lfw(
         contexts = parse_contexts(context_values)
     except ContextError as exc:
         raise click.BadParameter(str(exc), param_hint="--context") from exc
-    if DONOR in contexts and donors is None:
-        raise click.BadParameter("--context donor needs --donors PATH", param_hint="--donors")
+    if needs_donors(contexts) and donors is None:
+        names = ", ".join(c for c in contexts if needs_donors([c]))
+        raise click.BadParameter(f"--context {names} needs --donors PATH", param_hint="--donors")
 
     models = dict(_model_label(spec) for spec in model_specs)
     if len(models) != len(model_specs):

@@ -1,4 +1,5 @@
-"""Issue 17: verify-lfw --context (masked and donor backgrounds), arms over seeds in compare, the grid runner."""
+"""Issues 17 and 25: verify-lfw --context (masked, donor and donor-refined backgrounds), arms over seeds in compare,
+the grid runner."""
 
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def masked_run(tmp_path_factory, lfw_root, pairs_file) -> Path:
 
 def test_parse_contexts():
     assert contexts.parse_contexts(["masked,donor"]) == ("original", "masked", "donor")
+    assert contexts.parse_contexts(["donor-refined,donor"]) == ("original", "donor", "donor-refined")
+    assert contexts.needs_donors(("original", "donor-refined")) and not contexts.needs_donors(("original", "masked"))
     assert contexts.parse_contexts(["donor", "original", "donor"]) == ("original", "donor")
     assert contexts.parse_contexts([]) == ("original",)
     with pytest.raises(contexts.ContextError, match="unknown context blurred"):
@@ -167,22 +170,25 @@ class FakeResult:
 BANK_CALLS: list[dict] = []  # what FakeBank.recontext was given
 
 
+GREY = {False: 128, True: 64}  # FakeBank's background: plain composition, seamless composition
+
+
 class FakeBank:
-    """Fills the background with one grey; finds no donor for the first identity."""
+    """Fills the background with one grey (another one when refined); finds no donor for the first identity."""
 
     @classmethod
     def load(cls, path):
         return cls()
 
-    def recontext(self, aligned, masks, landmarks, identities, k=1):
+    def recontext(self, aligned, masks, landmarks, identities, k=1, refine=True):
         shapes = (aligned.shape, aligned.dtype, masks.shape, landmarks.shape, landmarks.dtype, k)
-        BANK_CALLS.append({"shapes": shapes, "identities": list(identities)})
+        BANK_CALLS.append({"shapes": shapes, "identities": list(identities), "refine": refine})
         out = []
         for i, (image, mask, who) in enumerate(zip(aligned, masks, identities, strict=True)):
             if who == identities[0]:
                 out.append([])
                 continue
-            filled = np.where(mask[..., None] > 0, image, 128).astype(np.uint8)
+            filled = np.where(mask[..., None] > 0, image, GREY[refine]).astype(np.uint8)
             out.append([FakeResult(filled, f"donor{i}.jpg", f"id{i}", 0.5 + i)])
         return out
 
@@ -200,6 +206,7 @@ def test_verify_lfw_donor_context_with_a_fake_bank(monkeypatch, lfw_root, pairs_
     assert result.exit_code == 0, result.output
     (call,) = BANK_CALLS
     assert call["shapes"] == ((10, 128, 128, 3), np.uint8, (10, 128, 128), (10, 68, 2), np.float32, 1)
+    assert call["refine"] is False  # donor keeps issue 17's plain composition
     people = sorted(p.name for p in lfw_root.iterdir() if p.name != "No_Face")
     assert call["identities"] == people  # the second images that have a mask, by LFW name
     report = json.loads((out / "report.json").read_text())
@@ -215,11 +222,92 @@ def test_verify_lfw_donor_context_with_a_fake_bank(monkeypatch, lfw_root, pairs_
     assert len(BANK_CALLS) == 1
 
 
+def test_donor_and_donor_refined_contexts_with_a_fake_bank(monkeypatch, lfw_root, pairs_file, tmp_path):
+    module = types.ModuleType("augmentor.donors")
+    module.DonorBank = FakeBank
+    monkeypatch.setitem(sys.modules, "augmentor.donors", module)
+    BANK_CALLS.clear()
+    out = tmp_path / "donors"
+    result = _verify(lfw_root, pairs_file, out, "--context", "donor-refined,donor", "--donors", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert [c["refine"] for c in BANK_CALLS] == [False, True]  # donor (plain), then donor-refined (seamless)
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["contexts"] == ["original", "donor", "donor-refined"]
+    assert set(report["models"]["dlib-resnet (fixed)"]["contexts"]) == {"donor", "donor-refined"}
+    assert report["contexts"]["donor-refined"]["recontexted"] == 9
+    assert "| dlib-resnet (fixed) | donor-refined |" in result.output and (out / "roc-donor-refined.png").is_file()
+    for context, refine in (("donor", False), ("donor-refined", True)):
+        with np.load(out / "contexts" / f"{context}.npz") as cached:
+            corner = cached["images"][cached["changed"], 0, 0]  # the top-left pixel is background in every crop
+            assert (corner == GREY[refine]).all()
+
+
+def test_make_context_keys_the_composition(tmp_path):
+    """A donor cache is only reused for the same composition, so an old cache never stands in for the other."""
+    BANK_CALLS.clear()
+    images = np.full((2, 128, 128, 3), 30, np.uint8)
+    masks = np.zeros((2, 128, 128), np.uint8)
+    masks[:, 40:90, 40:90] = 1
+    landmarks = [np.zeros((68, 2), np.float32)] * 2
+    cache = tmp_path / "ctx.npz"
+    names = ["A/A_0001.jpg", "B/B_0001.jpg"]
+    for context in ("donor", "donor", "donor-refined", "donor"):
+        made = contexts.make_context(context, names, images, masks, landmarks, cache, FakeBank(), "bank")
+        assert made.images[1, 0, 0, 0] == GREY[context == "donor-refined"] and made.images[0, 0, 0, 0] == 30
+    assert [c["refine"] for c in BANK_CALLS] == [False, True, False]  # the second donor call read the cache
+
+
+def test_donor_contexts_with_the_real_bank(lfw_root, pairs_file, tmp_path):
+    """donor is the bank's plain composition, donor-refined its seamless one; both keep the face pixels."""
+    import pandas as pd
+
+    from augmentor.donors import DonorBank
+    from augmentor.preprocessing.preprocess import preprocess
+    from augmentor.preprocessing.shards import decode_mask, decode_png, read_shards
+
+    rel = [f"{p.name}/{p.name}_{k:04d}.jpg" for p in sorted(lfw_root.iterdir()) if p.name != "No_Face" for k in (1, 2)]
+    listing = pd.DataFrame({"image_id": rel, "identity": [r.split("/")[0] for r in rel]})
+    listing["path"] = [str(lfw_root / r) for r in rel]
+    preprocess(listing, tmp_path / "donors", workers=1, progress=False)
+    out = tmp_path / "verify"
+    result = _verify(
+        lfw_root, pairs_file, out, "--context", "donor,donor-refined", "--donors", str(tmp_path / "donors")
+    )
+    assert result.exit_code == 0, result.output
+
+    rows = read_shards(out / "aligned", columns=["image_id", "aligned", "mask", "landmarks"], status="ok").to_pylist()
+    rows = {r["image_id"]: r for r in rows}
+    with np.load(out / "contexts" / "donor.npz") as a, np.load(out / "contexts" / "donor-refined.npz") as b:
+        plain, seamless, changed = a["images"], b["images"], a["changed"]
+        assert (changed == b["changed"]).all()
+    from recognition.lfw import read_pairs
+
+    names = [n for n, c in zip(sorted(set(read_pairs(pairs_file).right)), changed, strict=True) if c]
+    assert len(names) == 10
+    aligned = np.stack([decode_png(rows[n]["aligned"]) for n in names])
+    masks = np.stack([decode_mask(rows[n]["mask"]) for n in names])
+    landmarks = np.stack([np.asarray(rows[n]["landmarks"], np.float32).reshape(68, 2) for n in names])
+    bank = DonorBank.load(tmp_path / "donors")
+    who = [n.split("/")[0] for n in names]
+    expected = {
+        refine: np.stack([r[0].image for r in bank.recontext(aligned, masks, landmarks, who, k=1, refine=refine)])
+        for refine in (False, True)
+    }
+    np.testing.assert_array_equal(plain[changed], expected[False])
+    np.testing.assert_array_equal(seamless[changed], expected[True])
+    face = masks.astype(bool)
+    np.testing.assert_array_equal(plain[changed][face], aligned[face])
+    np.testing.assert_array_equal(seamless[changed][face], aligned[face])
+    assert np.abs(plain[changed].astype(int) - seamless[changed].astype(int))[~face].mean() > 1.0
+
+
 def test_context_errors(monkeypatch, lfw_root, pairs_file, tmp_path):
     result = _verify(lfw_root, pairs_file, tmp_path / "a", "--context", "blurred")
     assert result.exit_code != 0 and "unknown context blurred" in result.output
     result = _verify(lfw_root, pairs_file, tmp_path / "b", "--context", "donor")
     assert result.exit_code != 0 and "--context donor needs --donors" in result.output
+    result = _verify(lfw_root, pairs_file, tmp_path / "b", "--context", "masked,donor-refined")
+    assert result.exit_code != 0 and "--context donor-refined needs --donors" in result.output
     monkeypatch.setitem(sys.modules, "augmentor.donors", None)  # the donor method is not in this checkout
     result = _verify(lfw_root, pairs_file, tmp_path / "c", "--context", "donor", "--donors", str(tmp_path))
     assert result.exit_code != 0 and "donor-context method" in result.output
