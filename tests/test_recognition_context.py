@@ -584,6 +584,7 @@ def test_grid_plan_resumes_and_labels_models(tmp_path, grid_data):
         "finetune scratch/cascade-s1",
         "verify-lfw",
         "compare",
+        "results",
     ]
     assert steps["preprocess celeba"].done and not steps["preprocess celeba-extra"].done
     assert steps["finetune scratch/real-s0"].done and not steps["finetune scratch/cascade-s1"].done
@@ -594,6 +595,8 @@ def test_grid_plan_resumes_and_labels_models(tmp_path, grid_data):
         str(out / "data" / f"{k}-{d}") for k in ("real", "cascade") for d in ("celeba", "celeba-extra")
     ]
     assert "seed=0" in fresh and fresh[fresh.index("--epochs") + 1] == "2"
+    assert "--copy-probability" not in fresh  # the Grid's own defaults are issue 17's union
+    assert steps["cascade copies of celeba"].command[-5:-3] == ["--copies", "1"]
     steps_per_epoch = int(0.9 * 300) // 64  # the real training faces / batch: the same for every arm
     assert f"max_steps_per_epoch={steps_per_epoch}" in fresh
     assert steps["finetune scratch/cascade-s0"].seconds == steps["finetune scratch/real-s1"].seconds > 0
@@ -623,10 +626,97 @@ def test_grid_dry_run_cli(tmp_path, grid_data):
     args = ["--out", str(tmp_path / "g"), "--data", str(grid_data), "--seeds", "0,1,2", "--dry-run"]
     result = CliRunner().invoke(grid_module.main, args)
     assert result.exit_code == 0, result.output
-    assert result.output.count("| finetune ") == 2 * 3 * 3  # regimes x arms x seeds
-    assert "--context original,masked,donor --donors" in result.output and "# compare" in result.output
+    assert result.output.count("| finetune ") == 2 * 4 * 3  # regimes x arms (issue 25's four) x seeds
+    commands = result.output.splitlines()
+    finetunes = [c for c in commands if " finetune --manifest " in c]
+    assert len(finetunes) == 24 and all("--copy-probability 0.5" in c for c in finetunes)  # the real arm too
+    assert "--context original,masked,donor,donor-refined --donors" in result.output and "# compare" in result.output
+    assert "# results" in result.output and f"--collect --results {tmp_path / 'g' / 'recognition_grid_v3.json'}" in (
+        result.output
+    )
     assert not (tmp_path / "g").exists()  # a dry run writes nothing
+    v2 = ["--union", "--copies", "1", "--arms", "real,cascade,donor", "--contexts", "original,masked,donor"]
+    issue17 = CliRunner().invoke(grid_module.main, [*args, *v2])
+    assert issue17.exit_code == 0, issue17.output
+    assert issue17.output.count("| finetune ") == 2 * 3 * 3 and "--copy-probability" not in issue17.output
+    assert "--context original,masked,donor --donors" in issue17.output and "-k1-" not in issue17.output
     bad = CliRunner().invoke(grid_module.main, [*args, "--arms", "cascade"])
     assert bad.exit_code != 0 and "must include real" in bad.output
     bad = CliRunner().invoke(grid_module.main, [*args, "--epochs", "fast=3"])
     assert bad.exit_code != 0 and "REGIME=N" in bad.output
+    bad = CliRunner().invoke(grid_module.main, [*args, "--regime-config", "pretrained=missing.yaml"])
+    assert bad.exit_code != 0 and "REGIME=YAML" in bad.output
+
+
+def test_grid_v3_plan_copies_and_probability(tmp_path, grid_data):
+    """K copies per kind (plain and seamless donors apart), the same --copy-probability for every arm."""
+    grid_module = _grid_module()
+    out = tmp_path / "grid"
+    gentle = tmp_path / "gentle.yaml"
+    gentle.write_text((ROOT / "configs" / "recognition" / "grid-pretrained.yaml").read_text())
+    grid = grid_module.Grid(
+        out=out,
+        data=grid_data,
+        lfw=grid_data / "lfw",
+        arms=("real", "donor", "donor-refined"),
+        seeds=(0,),
+        regimes=("pretrained",),
+        contexts=("original", "donor-refined"),
+        copies=3,
+        copy_probability=0.25,
+        configs={"pretrained": gentle},
+    )
+    steps = {s.name: s for s in grid.plan()}
+    plain, seamless = steps["donor copies of celeba"].command, steps["donor-refined copies of celeba"].command
+    assert "--no-refine" in plain and "--refine" not in plain and "--refine" in seamless
+    for command in (plain, seamless):
+        assert command[command.index("--copies") + 1] == "3"
+        assert command[command.index("--donors") + 1] == str(out / "data" / "real-celeba")
+    assert plain[plain.index("--out") + 1] == str(out / "data" / "donor-k3-celeba")
+    assert "cascade copies of celeba" not in steps
+    for arm, kind in (("real", None), ("donor", "donor-k3"), ("donor-refined", "donor-refined-k3")):
+        command = steps[f"finetune pretrained/{arm}-s0"].command
+        manifests = [command[i + 1] for i, a in enumerate(command) if a == "--manifest"]
+        expected = [f"real-{d}" for d in grid_module.DATASETS] + (
+            [f"{kind}-{d}" for d in grid_module.DATASETS] if kind else []
+        )
+        assert manifests == [str(out / "data" / e) for e in expected]
+        assert command[command.index("--copy-probability") + 1] == "0.25"
+        assert command[command.index("--config") + 1] == str(gentle)
+    verify = steps["verify-lfw"].command
+    assert verify[verify.index("--context") + 1] == "original,donor-refined" and "--donors" in verify
+    assert steps["results"].output == out / "recognition_grid_v3.json"
+    settings = grid.settings()
+    assert settings["mode"] == "probability" and settings["copies"] == 3 and settings["copy_probability"] == 0.25
+    assert settings["configs"] == {"pretrained": str(gentle)}
+
+
+def test_grid_collect_results(tmp_path):
+    """Per regime, arm and context: each seed's accuracy and TPR at FPR 0.01 and 0.001, and compare's tests."""
+    grid_module = _grid_module()
+    out = tmp_path / "grid"
+    _grid_report(out / "verify")
+    assert (
+        CliRunner().invoke(main, ["compare", str(out / "verify"), "--json", str(out / "compare.json")]).exit_code == 0
+    )
+    (out / "grid.json").write_text(json.dumps({"copies": 3}))
+    target = tmp_path / "results" / "v3.json"
+    result = CliRunner().invoke(grid_module.main, ["--out", str(out), "--collect", "--results", str(target)])
+    assert result.exit_code == 0, result.output
+    written = json.loads(target.read_text())
+    assert written["grid"] == {"copies": 3} and written["num_pairs"] == 6000
+    cascade = written["results"]["pretrained"]["cascade"]
+    assert set(cascade) == {"original", "masked"}
+    real_acc = [np.mean(BASE_FOLDS) + SEED_SHIFT[s] for s in (0, 1, 2)]
+    original = cascade["original"]
+    assert original["seeds"] == [0, 1, 2]
+    np.testing.assert_allclose(original["accuracy"], [a + 0.010 + 0.001 * s for s, a in enumerate(real_acc)])
+    np.testing.assert_allclose(original["tpr_at_fpr_0.01"], [0.81 + SEED_SHIFT[s] + 0.001 * s for s in (0, 1, 2)])
+    np.testing.assert_allclose(original["tpr_at_fpr_0.001"], np.array(original["tpr_at_fpr_0.01"]) - 0.1)
+    assert original["mean"]["accuracy"] == pytest.approx(np.mean(original["accuracy"]))
+    assert written["results"]["scratch"]["cascade"]["original"]["seeds"] == [5, 6, 7]
+    metrics = {(t["arm"], t["context"], t["metric"]) for t in written["tests"]}
+    assert ("pretrained/cascade", "original", "TPR@FPR=0.001") in metrics
+    assert ("pretrained/cascade", "masked", "TPR@FPR=0.001 drop") in metrics
+    missing = CliRunner().invoke(grid_module.main, ["--out", str(tmp_path / "none"), "--collect"])
+    assert missing.exit_code != 0 and "run the grid first" in missing.output
