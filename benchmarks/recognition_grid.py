@@ -365,7 +365,9 @@ def collect_results(out: Path) -> dict:
         cell["mean"] = {name: float(sum(cell[name]) / len(cell[name])) for name in METRIC_KEYS}
     compared = out / "compare.json"
     grid = out / GRID_FILE
-    contexts = {c: {k: v for k, v in info.items() if k != "unchanged"} for c, info in report.get("contexts", {}).items()}
+    contexts = {
+        c: {k: v for k, v in info.items() if k != "unchanged"} for c, info in report.get("contexts", {}).items()
+    }
     return {
         "grid": json.loads(grid.read_text()) if grid.is_file() else {},
         "pairs": report["pairs"],

@@ -193,11 +193,17 @@ class FakeBank:
         return out
 
 
-def test_verify_lfw_donor_context_with_a_fake_bank(monkeypatch, lfw_root, pairs_file, tmp_path):
+@pytest.fixture
+def fake_bank(monkeypatch) -> list[dict]:
+    """FakeBank stands in for augmentor.donors.DonorBank; returns the list of its recontext calls."""
     module = types.ModuleType("augmentor.donors")
     module.DonorBank = FakeBank
     monkeypatch.setitem(sys.modules, "augmentor.donors", module)
     BANK_CALLS.clear()
+    return BANK_CALLS
+
+
+def test_verify_lfw_donor_context_with_a_fake_bank(fake_bank, lfw_root, pairs_file, tmp_path):
     bank_path = tmp_path / "bank"
     bank_path.mkdir()
     (bank_path / "donors.npz").write_bytes(b"x")
@@ -222,11 +228,7 @@ def test_verify_lfw_donor_context_with_a_fake_bank(monkeypatch, lfw_root, pairs_
     assert len(BANK_CALLS) == 1
 
 
-def test_donor_and_donor_refined_contexts_with_a_fake_bank(monkeypatch, lfw_root, pairs_file, tmp_path):
-    module = types.ModuleType("augmentor.donors")
-    module.DonorBank = FakeBank
-    monkeypatch.setitem(sys.modules, "augmentor.donors", module)
-    BANK_CALLS.clear()
+def test_donor_and_donor_refined_contexts_with_a_fake_bank(fake_bank, lfw_root, pairs_file, tmp_path):
     out = tmp_path / "donors"
     result = _verify(lfw_root, pairs_file, out, "--context", "donor-refined,donor", "--donors", str(tmp_path))
     assert result.exit_code == 0, result.output
