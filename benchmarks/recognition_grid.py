@@ -1,22 +1,30 @@
-"""Issue 17's recognition experiment: arms x seeds x regimes, LFW under several contexts, then ``augmentor compare``.
+"""The recognition experiment of issues 17 and 25: arms x seeds x regimes, LFW under several contexts, compared.
 
-Every step is an ``augmentor`` command, run in order and skipped when its output is already there, so an
-interrupted grid resumes where it stopped (an unfinished fine-tune continues with ``finetune --resume``):
+Every step is a command, run in order and skipped when its output is already there, so an interrupted grid resumes
+where it stopped (an unfinished fine-tune continues with ``finetune --resume``):
 
 1. ``preprocess`` the training sets (``celeba`` and ``celeba-extra`` under ``--data``): the real crops.
-2. ``run`` one cascade copy (``--method cascade``) and one donor-context copy (``--method donor``, donors from the
-   real ``celeba`` crops, never LFW) of every training face, for the arms that use them.
-3. ``finetune`` each regime x arm x seed into ``OUT/runs/<regime>/<arm>-s<seed>/``.
+2. ``run`` K copies (``--copies``) of every training face for the arms that use them: ``cascade`` (the generator),
+   ``donor`` (a real donor's context, plain composition, ``--no-refine``) and ``donor-refined`` (the seamless
+   composition, ``--refine``); donors come from the real ``celeba`` crops, never LFW.
+3. ``finetune`` each regime x arm x seed into ``OUT/runs/<regime>/<arm>-s<seed>/``, every arm with the same
+   ``--copy-probability`` (issue 25: each epoch is one pass over the real crops, each swapped with probability p
+   for one of its copies; the real arm, with no copies, draws the same real images in the same order), or with
+   ``--union`` on the union of real crops and copies (issue 17).
 4. ``verify-lfw`` every finished model on LFW View 2 under every context (one call: alignment and features are
    cached in ``OUT/verify/``), models labelled ``<regime>/<arm>-s<seed>``.
-5. ``compare`` them by arm (mean ± std over seeds, tests against ``real``): ``OUT/compare.md``, ``OUT/compare.json``.
+5. ``compare`` them by arm (mean ± std over seeds, paired tests against ``real``): ``OUT/compare.md``,
+   ``OUT/compare.json``.
+6. ``results``: per regime, arm and context, each seed's accuracy and TPR at FPR 0.01 and 0.001, with the tests, in
+   one JSON file (``--results``; this script's ``--collect`` mode).
 
 LFW is only ever scored, never trained or tuned on. ``--dry-run`` prints the plan with its estimated time, from the
 rates measured on the 2-core development machine (``RATES``; see docs/recognition.md).
 
-    python benchmarks/recognition_grid.py --out runs/rec-grid --dry-run
-    python benchmarks/recognition_grid.py --out runs/rec-grid
-    python benchmarks/recognition_grid.py --out runs/rec-grid --regimes scratch --seeds 0,1 --arms real,cascade
+    python benchmarks/recognition_grid.py --out runs/rec-grid-v3 --dry-run
+    python benchmarks/recognition_grid.py --out runs/rec-grid-v3 --results benchmarks/results/recognition_grid_v3.json
+    python benchmarks/recognition_grid.py --out runs/rec-grid --union --copies 1 --arms real,cascade,donor \\
+        --contexts original,masked,donor                                                   # issue 17's grid
 """
 
 from __future__ import annotations
@@ -42,13 +50,27 @@ ARMS = {  # arm -> the manifests it trains on: real crops + copies of each kind
     "real": ("real",),
     "cascade": ("real", "cascade"),
     "donor": ("real", "donor"),
+    "donor-refined": ("real", "donor-refined"),
     "both": ("real", "cascade", "donor"),
+}
+COPY_METHODS = {  # kind of copy -> its `augmentor run` options (donors added by the plan)
+    "cascade": ("--method", "cascade"),
+    "donor": ("--method", "donor", "--no-refine"),
+    "donor-refined": ("--method", "donor", "--refine"),
 }
 REGIMES = {
     "pretrained": ROOT / "configs" / "recognition" / "grid-pretrained.yaml",
     "scratch": ROOT / "configs" / "recognition" / "grid-scratch.yaml",
 }
-CONTEXTS = ("original", "masked", "donor")
+CONTEXTS = ("original", "masked", "donor", "donor-refined")  # recognition.contexts.CONTEXTS
+DONOR_CONTEXTS = ("donor", "donor-refined")
+# issue 25's grid, the CLI defaults; the Grid dataclass defaults are issue 17's (union, one copy)
+V3_ARMS, V3_CONTEXTS, V3_COPIES = "real,cascade,donor,donor-refined", "original,masked,donor,donor-refined", 3
+# Half the draws a copy: the copy share of issue 17's union arms (1 copy per face), so v3 differs from it only in
+# drawing every real image once per epoch and in K = 3 distinct copies. Not tuned: choose p on CelebA validation.
+V3_COPY_PROBABILITY = 0.5
+RESULTS_NAME = "recognition_grid_v3.json"  # --results default, under OUT/
+METRIC_KEYS = {"accuracy": "accuracy", "tpr_at_fpr_0.01": "0.01", "tpr_at_fpr_0.001": "0.001"}
 # img/s on the 2-core development machine (docs/recognition.md, "Sizing"): fine-tuning (train) and embedding
 # (validation and LFW features) per regime, and the data steps. Used only for the --dry-run estimate.
 RATES = {
@@ -58,10 +80,12 @@ RATES = {
     "align": 171.0,  # LFW alignment is the same preprocess on 250 px images
     "cascade": 36.0,  # docs/pipeline.md: the pipeline on 3,463 CelebA images, bf16
     "donor": 36.0,  # not measured: assumed as fast as the cascade
+    "donor-refined": 36.0,  # not measured: assumed as fast as the plain composition
 }
 STARTUP_S = 20.0  # per command: imports, reading the manifests, Ray start-up (10-22 s measured for `augmentor run`)
 VAL_FRACTION = 0.1
 RATES_FILE = "rates.json"  # --measure's output in OUT/: this machine's wall rates, used by the plan instead of RATES
+GRID_FILE = "grid.json"  # the settings of the last run in OUT/, written before its first step
 VERIFY_LIMIT = 0  # all 6,000 View 2 pairs (0: no limit); they fit the budget on 2 free cores (docs/recognition.md)
 
 
@@ -127,9 +151,28 @@ class Grid:
     epochs: dict[str, int] = field(default_factory=dict)  # regime -> epochs override
     verify_limit: int | None = None
     device: str = "cpu"
+    copies: int = 1  # K copies of every training face per kind of copy
+    copy_probability: float | None = None  # finetune --copy-probability for every arm; None: the union (issue 17)
+    configs: dict[str, Path] = field(default_factory=dict)  # regime -> finetune config, replacing REGIMES'
+    results: Path | None = None  # the results JSON (default OUT/recognition_grid_v3.json)
 
     def data_dir(self, kind: str, dataset: str) -> Path:
+        """``OUT/data/<kind>-<dataset>``; copies made K > 1 at a time are ``<kind>-k<K>-<dataset>``."""
+        if kind != "real" and self.copies != 1:
+            return self.out / "data" / f"{kind}-k{self.copies}-{dataset}"
         return self.out / "data" / f"{kind}-{dataset}"
+
+    def config(self, regime: str) -> Path:
+        return self.configs.get(regime, REGIMES[regime])
+
+    def settings(self) -> dict:
+        """What the grid was run with, for ``OUT/grid.json`` and the results file."""
+        keys = ("arms", "seeds", "regimes", "contexts", "copies", "copy_probability", "epochs", "verify_limit")
+        values = {k: getattr(self, k) for k in keys}
+        values["mode"] = "union" if self.copy_probability is None else "probability"
+        values["configs"] = {r: str(self.config(r)) for r in self.regimes}
+        values["cascade_model"] = str(self.cascade_model) if self.cascade_model else "shipped"
+        return json.loads(json.dumps(values))
 
     def manifests(self, arm: str) -> list[Path]:
         return [self.data_dir(kind, ds) for kind in ARMS[arm] for ds in DATASETS]
@@ -161,18 +204,30 @@ class Grid:
                     out,
                 )
             )
-            for kind in ("cascade", "donor"):
+            for kind, method in COPY_METHODS.items():
                 if kind not in kinds:
                     continue
                 out = self.data_dir(kind, ds)
-                extra = ["--method", "cascade"] + (["--model", str(self.cascade_model)] if self.cascade_model else [])
-                if kind == "donor":
-                    extra = ["--method", "donor", "--donors", str(self.data_dir("real", DONOR_SOURCE))]
+                extra = [*method]
+                if kind == "cascade" and self.cascade_model:
+                    extra += ["--model", str(self.cascade_model)]
+                if kind != "cascade":
+                    extra += ["--donors", str(self.data_dir("real", DONOR_SOURCE))]
                 steps.append(
                     Step(
                         f"{kind} copies of {ds}",
-                        [exe, "run", *listing, *extra, "--copies", "1", "--out", str(out), "--no-progress"],
-                        STARTUP_S + counts[ds] / rates[kind],
+                        [
+                            exe,
+                            "run",
+                            *listing,
+                            *extra,
+                            "--copies",
+                            str(self.copies),
+                            "--out",
+                            str(out),
+                            "--no-progress",
+                        ],
+                        STARTUP_S + counts[ds] * self.copies / rates[kind],
                         (out / "manifest.parquet").is_file(),
                         out,
                     )
@@ -180,7 +235,7 @@ class Grid:
         total = sum(counts.values())
         models: dict[str, Path] = {}
         for regime in self.regimes:
-            config = REGIMES[regime]
+            config = self.config(regime)
             values = _config(config)
             epochs = self.epochs.get(regime) or int(values["epochs"])
             # every arm takes the same optimisation steps: at most one pass over the real training faces per epoch
@@ -203,6 +258,8 @@ class Grid:
                         command = [exe, "finetune", *[a for m in self.manifests(arm) for a in ("--manifest", str(m))]]
                         command += ["--config", str(config), "--set", f"seed={seed}", "--device", self.device]
                         command += ["--set", f"max_steps_per_epoch={steps_per_epoch}"]
+                        if self.copy_probability is not None:  # every arm, so real draws the same real images
+                            command += ["--copy-probability", str(self.copy_probability)]
                         command += ["--out", str(root), "--no-progress"]
                         if regime in self.epochs:
                             command += ["--epochs", str(self.epochs[regime])]
@@ -218,6 +275,9 @@ class Grid:
                 output=self.out / "compare.md",
             )
         )
+        results = self.results or self.out / RESULTS_NAME
+        command = [sys.executable, str(Path(__file__).resolve()), "--out", str(self.out), "--data", str(self.data)]
+        steps.append(Step("results", [*command, "--collect", "--results", str(results)], 5.0, output=results))
         return steps
 
     def _verify_step(self, exe: str, models: dict[str, Path], rates: dict) -> Step:
@@ -236,7 +296,7 @@ class Grid:
         command = [exe, "verify-lfw", "--root", str(self.lfw / "images"), "--pairs", str(pairs)]
         command += ["--out", str(self.out / "verify"), "--device", self.device, "--no-progress"]
         command += ["--context", ",".join(self.contexts)]
-        if "donor" in self.contexts:
+        if any(c in DONOR_CONTEXTS for c in self.contexts):
             command += ["--donors", str(self.data_dir("real", DONOR_SOURCE))]
         if self.verify_limit:
             command += ["--limit", str(self.verify_limit)]
@@ -280,9 +340,49 @@ def _resolve_models(command: list[str]) -> list[str]:
     return out
 
 
+def collect_results(out: Path) -> dict:
+    """The results of a grid in ``out``: per regime, arm and context, every seed's accuracy and pooled TPR at FPR
+    0.01 and 0.001 (from ``verify/report.json``), and the paired tests over seeds (from ``compare.json``)."""
+    from recognition.arms import SEED_LABEL
+
+    report = json.loads((out / "verify" / "report.json").read_text())
+    results: dict[str, dict[str, dict[str, dict]]] = {}
+    for label, entry in report["models"].items():
+        match = SEED_LABEL.match(label)
+        if match is None:
+            continue
+        regime, _, arm = match["arm"].rpartition("/")
+        for context, scores in {"original": entry, **entry["contexts"]}.items():
+            cell = results.setdefault(regime, {}).setdefault(arm, {}).setdefault(context, {"seeds": []})
+            cell["seeds"].append(int(match["seed"]))
+            for name, key in METRIC_KEYS.items():
+                value = scores["accuracy_mean"] if key == "accuracy" else scores["tpr_pooled"][key]
+                cell.setdefault(name, []).append(float(value))
+    for cell in (c for arms in results.values() for contexts in arms.values() for c in contexts.values()):
+        order = sorted(range(len(cell["seeds"])), key=cell["seeds"].__getitem__)
+        for name in ("seeds", *METRIC_KEYS):
+            cell[name] = [cell[name][i] for i in order]
+        cell["mean"] = {name: float(sum(cell[name]) / len(cell[name])) for name in METRIC_KEYS}
+    compared = out / "compare.json"
+    grid = out / GRID_FILE
+    contexts = {
+        c: {k: v for k, v in info.items() if k != "unchanged"} for c, info in report.get("contexts", {}).items()
+    }
+    return {
+        "grid": json.loads(grid.read_text()) if grid.is_file() else {},
+        "pairs": report["pairs"],
+        "num_pairs": report["num_pairs"],
+        "alignment": report.get("alignment"),
+        "contexts": contexts,
+        "results": results,
+        "tests": json.loads(compared.read_text())["tests"] if compared.is_file() else [],
+    }
+
+
 def run(grid: Grid) -> None:
     """Run every step not yet done; append each step's wall time to ``OUT/timings.jsonl``."""
     grid.out.mkdir(parents=True, exist_ok=True)
+    (grid.out / GRID_FILE).write_text(json.dumps(grid.settings(), indent=2))
     for step in grid.plan():
         if step.done:
             log.info("skip (done): %s", step.name)
@@ -302,7 +402,7 @@ def run(grid: Grid) -> None:
             fh.write("\n")
 
 
-def measure_rates(regime: str, manifest: Path, steps: int) -> dict[str, float]:
+def measure_rates(regime: str, manifest: Path, steps: int, config: Path | None = None) -> dict[str, float]:
     """A regime's training and embedding cost on ``manifest``'s faces: wall img/s and CPU-ms per image.
 
     CPU time counts every thread of this process and the decoding (no loader processes), so on a busy machine
@@ -316,7 +416,7 @@ def measure_rates(regime: str, manifest: Path, steps: int) -> dict[str, float]:
     from recognition.finetune import FinetuneConfig, Finetuner
 
     overrides = [f"manifests={json.dumps([str(manifest)])}", "device=cpu", "data.loader_workers=0"]
-    cfg = load_config(FinetuneConfig, REGIMES[regime], overrides)
+    cfg = load_config(FinetuneConfig, config or REGIMES[regime], overrides)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Finetuner(cfg, tmp, progress=False)
     batches = iter(trainer._loader(trainer.train_set, 0))
@@ -356,19 +456,61 @@ def _csv(value: str, allowed=None) -> tuple[str, ...]:
     return items
 
 
+def _specs(specs: tuple[str, ...], convert, what: str) -> dict:
+    """``("REGIME=VALUE", ...)`` -> ``{regime: convert(value)}``."""
+    out = {}
+    for spec in specs:
+        regime, _, value = spec.partition("=")
+        try:
+            if regime not in REGIMES:
+                raise ValueError(regime)
+            out[regime] = convert(value)
+        except ValueError:
+            raise click.BadParameter(f"{spec!r}: expected REGIME={what} with REGIME in {', '.join(REGIMES)}") from None
+    return out
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(value)
+    return int(value)
+
+
+def _yaml_file(value: str) -> Path:
+    if not Path(value).is_file():
+        raise ValueError(value)
+    return Path(value)
+
+
 @click.command(context_settings={"show_default": True})
 @click.option("--out", type=click.Path(path_type=Path), required=True, metavar="DIR", help="Grid folder.")
 @click.option(
     "--data",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     default=ROOT.parent / "shared" / "data",
     metavar="DIR",
     help="Holds celeba/ and celeba-extra/ (training) and lfw/ (testing only).",
 )
-@click.option("--arms", default="real,cascade,donor", metavar="A,B", help=f"Arms: {', '.join(ARMS)}.")
+@click.option("--arms", default=V3_ARMS, metavar="A,B", help=f"Arms: {', '.join(ARMS)}.")
 @click.option("--seeds", default="0,1,2", metavar="S,S", help="Training seeds (split, init, data order).")
 @click.option("--regimes", default="pretrained,scratch", metavar="R,R", help=f"Regimes: {', '.join(REGIMES)}.")
-@click.option("--contexts", default="original,masked,donor", metavar="C,C", help="verify-lfw --context values.")
+@click.option("--contexts", default=V3_CONTEXTS, metavar="C,C", help="verify-lfw --context values.")
+@click.option(
+    "--copies",
+    type=click.IntRange(1, 8),
+    default=V3_COPIES,
+    metavar="K",
+    help="Copies of every training face per kind (augmentor run --copies); K > 1 goes to data/<kind>-k<K>-*/.",
+)
+@click.option(
+    "--copy-probability",
+    type=click.FloatRange(0, 1),
+    default=V3_COPY_PROBABILITY,
+    metavar="P",
+    help="finetune --copy-probability for every arm: each epoch is one pass over the real crops, each swapped for "
+    "one of its copies with probability P. Not tuned (choose it on CelebA validation, never on LFW).",
+)
+@click.option("--union", is_flag=True, help="Issue 17's mode instead: train on the union of real crops and copies.")
 @click.option(
     "--cascade-model",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -378,6 +520,14 @@ def _csv(value: str, allowed=None) -> tuple[str, ...]:
 )
 @click.option("--epochs", "epoch_specs", multiple=True, metavar="REGIME=N", help="Override a regime's epochs.")
 @click.option(
+    "--regime-config",
+    "config_specs",
+    multiple=True,
+    metavar="REGIME=YAML",
+    help="Fine-tune a regime with another config (e.g. a gentler regime (a) recipe). Use a fresh --out: finished "
+    "runs are not retrained.",
+)
+@click.option(
     "--verify-limit",
     type=click.IntRange(min=0),
     default=VERIFY_LIMIT,
@@ -385,6 +535,15 @@ def _csv(value: str, allowed=None) -> tuple[str, ...]:
     help="verify-lfw --limit: the first N matched and N mismatched pairs of each fold; 0: all 300 + 300.",
 )
 @click.option("--device", default="cpu", metavar="DEVICE", help="Fine-tuning and feature device.")
+@click.option(
+    "--results",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="JSON",
+    help=f"The results file: per-seed accuracy and TPR per regime, arm and context, and the tests. "
+    f"Default: OUT/{RESULTS_NAME}.",
+)
+@click.option("--collect", is_flag=True, help="Only write --results from OUT/verify and OUT/compare.json, then stop.")
 @click.option(
     "--measure",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -401,25 +560,46 @@ def main(
     seeds,
     regimes,
     contexts,
+    copies,
+    copy_probability,
+    union,
     cascade_model,
     epoch_specs,
+    config_specs,
     verify_limit,
     device,
+    results,
+    collect,
     measure,
     measure_steps,
     dry_run,
 ):
-    """Run (or with --dry-run, plan) issue 17's recognition grid; rerun the same command to resume.
+    """Run (or with --dry-run, plan) the recognition grid; rerun the same command to resume.
+
+    The defaults are issue 25's grid: arms real, cascade, donor (plain composition) and donor-refined (seamless),
+    K = 3 copies each, --copy-probability 0.5, contexts original, masked, donor and donor-refined.
 
     \b
     Examples:
-      python benchmarks/recognition_grid.py --out runs/rec-grid --dry-run
-      python benchmarks/recognition_grid.py --out runs/rec-grid
-      python benchmarks/recognition_grid.py --out runs/rec-grid --verify-limit 150   # 3,000 of the 6,000 pairs
-      python benchmarks/recognition_grid.py --out runs/rec-grid --measure runs/rec-grid/data/real-celeba
+      python benchmarks/recognition_grid.py --out runs/rec-grid-v3 --dry-run
+      python benchmarks/recognition_grid.py --out runs/rec-grid-v3 --results benchmarks/results/recognition_grid_v3.json
+      python benchmarks/recognition_grid.py --out runs/rec-grid-v3 --measure runs/rec-grid-v3/data/real-celeba
       python benchmarks/recognition_grid.py --out runs/rec-smoke --seeds 0 --epochs scratch=1 --verify-limit 30
+      python benchmarks/recognition_grid.py --out runs/rec-grid --union --copies 1 --arms real,cascade,donor \\
+          --contexts original,masked,donor                                   # issue 17's grid
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    results = results or out / RESULTS_NAME
+    if collect:
+        if not (out / "verify" / "report.json").is_file():
+            raise click.BadParameter(
+                f"{out / 'verify' / 'report.json'} not found: run the grid first", param_hint="--out"
+            )
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(collect_results(out), indent=2))
+        click.echo(f"wrote {results}")
+        return
+    configs = _specs(config_specs, _yaml_file, "YAML (an existing file)")
     if measure is not None:
         measured = {}
         click.echo(
@@ -428,7 +608,7 @@ def main(
         )
         click.echo("|---|---:|---:|---:|---:|---:|---:|---:|")
         for regime in _csv(regimes, REGIMES):
-            r = measured[regime] = measure_rates(regime, measure, measure_steps)
+            r = measured[regime] = measure_rates(regime, measure, measure_steps, configs.get(regime))
             click.echo(
                 f"| {regime} | {r['train_wall']:.1f} | {r['train_cpu_ms']:.0f} | {r['train_2core']:.1f} "
                 f"| {r['embed_wall']:.1f} | {r['embed_cpu_ms']:.1f} | {r['embed_2core']:.1f} | {r['load']:.1f} |"
@@ -437,12 +617,7 @@ def main(
         (out / RATES_FILE).write_text(json.dumps({"shards": str(measure), "regimes": measured}, indent=2))
         click.echo(f"wrote {out / RATES_FILE}: the plan of this --out now uses these wall rates")
         return
-    epochs = {}
-    for spec in epoch_specs:
-        regime, _, value = spec.partition("=")
-        if regime not in REGIMES or not value.isdigit() or int(value) < 1:
-            raise click.BadParameter(f"{spec!r}: expected REGIME=N with REGIME in {', '.join(REGIMES)}")
-        epochs[regime] = int(value)
+    epochs = _specs(epoch_specs, _positive, "N")
     for ds in DATASETS:
         if not (data / ds / "identities.tsv").is_file():
             raise click.BadParameter(f"{data / ds / 'identities.tsv'} not found", param_hint="--data")
@@ -458,6 +633,10 @@ def main(
         epochs=epochs,
         verify_limit=verify_limit or None,
         device=device,
+        copies=copies,
+        copy_probability=None if union else copy_probability,
+        configs=configs,
+        results=results,
     )
     if "real" not in grid.arms:
         raise click.BadParameter("the arms must include real, the baseline", param_hint="--arms")

@@ -29,6 +29,7 @@ BASELINE = "real"  # the arm every other arm of its group is tested against
 METRICS = {  # name in the output -> how to read it from a report entry
     "accuracy": lambda e: e["accuracy_mean"],
     "TPR@FPR=0.01": lambda e: e["tpr_pooled"]["0.01"],
+    "TPR@FPR=0.001": lambda e: e["tpr_pooled"]["0.001"],
 }
 
 
@@ -178,9 +179,10 @@ def arm_table(arms: list[Arm], context: str) -> str:
         (
             "| arm | runs (seeds) | training images (real) | hallucinated images "
             "| accuracy: mean ± std over runs | accuracy: fold std (mean over runs) "
-            "| TPR@FPR=0.01 pooled: mean ± std over runs | TPR@FPR=0.01: fold std (mean over runs) |"
+            "| TPR@FPR=0.01 pooled: mean ± std over runs | TPR@FPR=0.01: fold std (mean over runs) "
+            "| TPR@FPR=0.001 pooled: mean ± std over runs |"
         ),
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for arm in arms:
         if context not in arm.rows:
@@ -191,7 +193,8 @@ def arm_table(arms: list[Arm], context: str) -> str:
             f"| {arm.name} | {len(arm.labels)} ({seeds}) | {_count(arm, 'real_images')} "
             f"| {_count(arm, 'hallucinated_images')} | {_pm(arm.values(context, 'accuracy'))} "
             f"| {np.mean([e['accuracy_std'] for e in entries]):.4f} | {_pm(arm.values(context, 'TPR@FPR=0.01'))} "
-            f"| {np.mean([e['tpr_fold_std']['0.01'] for e in entries]):.4f} |"
+            f"| {np.mean([e['tpr_fold_std']['0.01'] for e in entries]):.4f} "
+            f"| {_pm(arm.values(context, 'TPR@FPR=0.001'))} |"
         )
     return "\n".join(lines)
 

@@ -98,6 +98,28 @@ def _yaml_value(value: object) -> str:
 @batch_size_option(None, "Batch size per worker.", minimum=2)
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="Optimiser. Default: config.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR", help="Base lr.")
+@click.option(
+    "--trunk-lr-scale",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="X",
+    help="The trunk's lr = --lr x X (0: the trunk stays as initialised). Default: config.",
+)
+@click.option(
+    "--frozen-trunk-epochs",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Train only the new embedding layer and head for the first N epochs (trunk lr 0). Default: config.",
+)
+@click.option(
+    "--copy-probability",
+    type=click.FloatRange(0, 1),
+    default=None,
+    metavar="P",
+    help="An epoch is one pass over the real crops, each replaced with probability P by one of its copies (same "
+    "image), chosen at random. Default (unset): train on the union of real crops and copies.",
+)
 @device_option(None, "auto, cpu, cuda, cuda:1 (single process).")
 @click.option(
     "--num-workers",
@@ -124,6 +146,9 @@ def finetune(
     batch_size,
     optimizer,
     lr,
+    trunk_lr_scale,
+    frozen_trunk_epochs,
+    copy_probability,
     device,
     num_workers,
     use_gpu,
@@ -142,6 +167,8 @@ def finetune(
       augmentor finetune --manifest runs/celeba --config configs/recognition/finetune.yaml --init r50.pth
       augmentor finetune --manifest runs/celeba --manifest runs/celeba-aug/manifest.parquet \\
           --config configs/recognition/finetune.yaml --init r50.pth
+      augmentor finetune --manifest runs/celeba --manifest runs/celeba-donor --copy-probability 0.5 \\
+          --config configs/recognition/grid-pretrained.yaml
       augmentor finetune --manifest runs/celeba --config configs/recognition/cpu-small.yaml
       augmentor finetune --manifest runs/casia --num-workers 8 --use-gpu --address auto
       augmentor finetune --resume runs/00007-resnet50-finetune
@@ -153,7 +180,8 @@ def finetune(
     launch: dict = {}
     if resume_dir is not None:
         given = (manifests, config_path, overrides, backbone, init, loss, image_size, epochs, batch_size, optimizer, lr)
-        if any(given) or device:
+        recipe = (trunk_lr_scale, frozen_trunk_epochs, copy_probability)
+        if any(given) or device or any(v is not None for v in recipe):
             raise click.BadParameter(
                 "--resume takes the run's saved config; give no other settings", param_hint="--resume"
             )
@@ -175,6 +203,9 @@ def finetune(
             ("batch_size", batch_size),
             ("optim.name", optimizer),
             ("optim.lr", lr),
+            ("optim.trunk_lr_scale", trunk_lr_scale),
+            ("optim.frozen_trunk_epochs", frozen_trunk_epochs),
+            ("data.copy_probability", copy_probability),
             ("device", device),
         ):
             if value is not None:
@@ -278,9 +309,10 @@ def finetune(
     "context_values",
     multiple=True,
     default=("original",),
-    metavar="original|masked|donor",
+    metavar="original|masked|donor|donor-refined",
     help="Score the pairs again with the second image of every pair re-contexted: masked (background, outside "
-    "the face mask, black) or donor (a real donor's context, needs --donors). Repeatable or comma-separated; "
+    "the face mask, black), donor (a real donor's context, plain composition; needs --donors) or donor-refined "
+    "(the same donor, seamless composition; needs --donors). Repeatable or comma-separated; "
     "original is always scored.",
 )
 @click.option(
@@ -288,7 +320,8 @@ def finetune(
     type=click.Path(exists=True, path_type=Path),
     default=None,
     metavar="PATH",
-    help="--context donor: the donor bank (augmentor.donors.DonorBank), built from training faces, never LFW.",
+    help="--context donor / donor-refined: the donor bank (augmentor.donors.DonorBank), built from training "
+    "faces, never LFW.",
 )
 @progress_option("Show progress bars.")
 def verify_lfw(
@@ -323,14 +356,14 @@ def verify_lfw(
           --root data/lfw/images --pairs data/lfw/pairs.txt --out runs/lfw-table2
       augmentor verify-lfw --model runs/00007-resnet50-finetune --view dev --pairs data/lfw/pairsDevTest.txt \\
           --train-pairs data/lfw/pairsDevTrain.txt --root data/lfw/images --out runs/lfw-dev
-      augmentor verify-lfw --model dlib --context masked,donor --donors runs/donors \\
+      augmentor verify-lfw --model dlib --context masked,donor,donor-refined --donors runs/donors \\
           --root data/lfw/images --pairs data/lfw/pairs.txt --out runs/lfw-contexts
       augmentor verify-lfw --model arc=onnx:w600k_r50.onnx --model fn=facenet:vggface2 --context masked \\
           --root data/lfw/images --pairs data/lfw/pairs.txt --out runs/lfw-own
     """
     from augmentor.config import ConfigError, load_config
     from augmentor.faces import MaskingConfig
-    from recognition.contexts import DONOR, ContextError, parse_contexts
+    from recognition.contexts import ContextError, needs_donors, parse_contexts
     from recognition.verify import VerifySettings
     from recognition.verify import verify_lfw as run_verify
 
@@ -338,8 +371,9 @@ def verify_lfw(
         contexts = parse_contexts(context_values)
     except ContextError as exc:
         raise click.BadParameter(str(exc), param_hint="--context") from exc
-    if DONOR in contexts and donors is None:
-        raise click.BadParameter("--context donor needs --donors PATH", param_hint="--donors")
+    if needs_donors(contexts) and donors is None:
+        names = ", ".join(c for c in contexts if needs_donors([c]))
+        raise click.BadParameter(f"--context {names} needs --donors PATH", param_hint="--donors")
 
     models = dict(_model_label(spec) for spec in model_specs)
     if len(models) != len(model_specs):

@@ -7,7 +7,10 @@ directly: the *second* image of every pair is scored with its background replace
 * ``masked``: the background of the 128 px aligned crop (``mask == 0``, the region the generator hallucinates)
   is set to black.
 * ``donor``: the background is replaced by a real donor's context (:class:`augmentor.donors.DonorBank`, the
-  nearest donor by pose; donors of the same identity are the bank's business to avoid).
+  nearest donor by pose; donors of the same identity are the bank's business to avoid), with the plain composition
+  (``recontext(refine=False)``: similarity fit, Poisson seam), as in issue 17's grid.
+* ``donor-refined``: the same donor with the seamless composition (``recontext(refine=True)``: outline warp onto
+  the target's jaw and brows, multi-band seam; docs/donors.md).
 
 Only aligned images have a mask: a centre-crop fallback is scored unchanged under every context and listed as
 such. Re-contexted crops are cached in ``OUT/contexts/<context>.npz``, keyed by the images and the donor bank.
@@ -25,8 +28,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ORIGINAL, MASKED, DONOR = "original", "masked", "donor"
-CONTEXTS = (ORIGINAL, MASKED, DONOR)
+ORIGINAL, MASKED, DONOR, DONOR_REFINED = "original", "masked", "donor", "donor-refined"
+CONTEXTS = (ORIGINAL, MASKED, DONOR, DONOR_REFINED)
+REFINE = {DONOR: False, DONOR_REFINED: True}  # the contexts that take a donor's, and whether the seam is refined
 
 
 class ContextError(ValueError):
@@ -45,6 +49,11 @@ def parse_contexts(values: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     if unknown:
         raise ContextError(f"unknown context {', '.join(unknown)}; choose from {', '.join(CONTEXTS)}")
     return tuple(c for c in CONTEXTS if c in names or c == ORIGINAL)
+
+
+def needs_donors(contexts: tuple[str, ...] | list[str]) -> bool:
+    """Whether any of ``contexts`` takes a donor's context (so ``--donors`` is needed)."""
+    return any(c in REFINE for c in contexts)
 
 
 def load_donor_bank(path: str | Path):
@@ -121,17 +130,20 @@ def make_context(
     """Re-context ``images`` (the aligned crops of ``names``), or read them from ``cache`` when the key matches.
 
     Args:
-        context: ``masked`` or ``donor``.
+        context: ``masked``, ``donor`` (plain composition) or ``donor-refined`` (seamless composition).
         names: Relative LFW paths (``Name/Name_0001.jpg``); the folder is the identity given to the donor bank.
         images: ``[M, 128, 128, 3]`` uint8 aligned crops.
         masks: ``[M, 128, 128]`` uint8 face masks (1 or 255 = face, 0 = background).
         landmarks: ``[68, 2]`` aligned landmarks per image, ``None`` for a centre-crop fallback (left unchanged).
         cache: The ``.npz`` file to read or write.
-        bank: The donor bank (``donor`` only).
+        bank: The donor bank (the donor contexts only).
         bank_fingerprint: Identifies the bank in the cache key.
     """
     aligned = np.array([lm is not None for lm in landmarks], bool)
-    key = hashlib.sha1(json.dumps([context, names, aligned.tolist(), bank_fingerprint]).encode()).hexdigest()
+    parts = [context, names, aligned.tolist(), bank_fingerprint]
+    if context in REFINE:  # a donor cache from before the composition was chosen here is stale
+        parts.append("seamless" if REFINE[context] else "plain")
+    key = hashlib.sha1(json.dumps(parts).encode()).hexdigest()
     if cache.is_file():
         with np.load(cache) as stored:
             if str(stored["key"]) == key:
@@ -144,15 +156,16 @@ def make_context(
     where = np.flatnonzero(aligned)
     if context == MASKED:
         out[where] = black_out(images[where], masks[where])
-    elif context == DONOR:
+    elif context in REFINE:
         if bank is None:
-            raise ContextError("the donor context needs a donor bank")
+            raise ContextError(f"the {context} context needs a donor bank")
         results = bank.recontext(
             np.ascontiguousarray(images[where]),
             np.ascontiguousarray(masks[where]),
             np.stack([landmarks[i] for i in where]).astype(np.float32) if len(where) else np.zeros((0, 68, 2)),
             [names[i].split("/")[0] for i in where],
             k=1,
+            refine=REFINE[context],
         )
         for i, found in zip(where, results, strict=True):
             if not found:

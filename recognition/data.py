@@ -48,6 +48,8 @@ class DataConfig:
     mirror: bool = True  # random horizontal flips in training
     val_fraction: float = 0.1  # share of source images held out for validation (and the plateau stop)
     loader_workers: int = 2  # DataLoader processes that decode PNG/JPEG; 0 decodes in the training process
+    copy_probability: float | None = None  # None: train on the union of real rows and copies; p: an epoch is one
+    # pass over the real crops, each swapped with probability p for one of its copies (recognition/sampling.py)
 
 
 def _parquet_files(path: Path) -> tuple[list[Path], Path]:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from augmentor.config import from_dict, to_dict
 from recognition.backbone import NetConfig, RecognitionNet, load_init, load_model, save_model
 from recognition.data import DataConfig, FaceData, FaceDataset
+from recognition.sampling import CopySampler, copy_sampler
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class OptimConfig:
     gamma: float = 0.96  # poly: the power of (1 - step / total_steps); exp: lr factor per epoch (paper: 0.96)
     grad_clip: float = 5.0  # clip the global gradient norm to this (0: off); ArcFace's s=64 makes large gradients
     trunk_lr_scale: float = 1.0  # the pretrained trunk's lr = lr x this (< 1 keeps face-pretrained features intact)
+    frozen_trunk_epochs: int = 0  # trunk lr 0 for the first N epochs: the new layers learn first (linear probe, then
+    # fine-tune), so their random start does not send large gradients into the pretrained trunk
 
 
 @dataclass
@@ -126,14 +129,17 @@ class Finetuner:
         torch.manual_seed(cfg.seed)
         self.data = data or FaceData.load(cfg.manifests, cfg.data.val_fraction, cfg.seed)
         self.data_summary = self.data.summary()
-        self.train_set = FaceDataset(self.data.train_rows(), cfg.data.image_size, mirror=cfg.data.mirror)
+        train_rows = self.data.train_rows()
+        self.train_set = FaceDataset(train_rows, cfg.data.image_size, mirror=cfg.data.mirror)
+        self.copy_sampler: CopySampler | None = None  # --copy-probability: epochs are passes over the real crops
+        if cfg.data.copy_probability is not None:
+            self.copy_sampler = copy_sampler(train_rows, cfg.data.copy_probability, cfg.seed, rank, world_size)
         val_rows = self.data.val_rows()
         self.val_set = FaceDataset(val_rows.iloc[rank::world_size], cfg.data.image_size) if len(val_rows) else None
-        self.steps_per_epoch = len(self.train_set) // (cfg.batch_size * world_size)
+        num_train = len(self.copy_sampler) * world_size if self.copy_sampler else len(self.train_set)
+        self.steps_per_epoch = num_train // (cfg.batch_size * world_size)
         if self.steps_per_epoch == 0:
-            raise ValueError(
-                f"{len(self.train_set)} training faces are fewer than one batch ({cfg.batch_size} x {world_size})"
-            )
+            raise ValueError(f"{num_train} training faces are fewer than one batch ({cfg.batch_size} x {world_size})")
         if cfg.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
         model_cfg = dataclasses.replace(cfg.model, image_size=cfg.data.image_size, num_classes=self.data.num_classes)
@@ -152,9 +158,13 @@ class Finetuner:
             )
         else:
             self.optimizer = torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
-        total = cfg.epochs * self.steps_per_epoch
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(opt.schedule, opt.gamma, step, total, self.steps_per_epoch)
+        total, frozen = cfg.epochs * self.steps_per_epoch, opt.frozen_trunk_epochs * self.steps_per_epoch
+
+        def factor(step: int) -> float:
+            return lr_factor(opt.schedule, opt.gamma, step, total, self.steps_per_epoch)
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # one factor per param group: rest, trunk
+            self.optimizer, [factor, lambda step: 0.0 if step < frozen else factor(step)]
         )
         cuda = self.device.type == "cuda"
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.bf16 else contextlib.nullcontext()
@@ -166,7 +176,10 @@ class Finetuner:
     def _loader(self, dataset: FaceDataset, epoch: int | None) -> torch.utils.data.DataLoader:
         """Training order is a function of (seed, epoch), so a resumed run replays the same batches."""
         sampler: torch.utils.data.Sampler | None = None
-        if epoch is not None and self.world_size > 1:
+        if epoch is not None and self.copy_sampler is not None:
+            sampler = self.copy_sampler
+            sampler.set_epoch(epoch)
+        elif epoch is not None and self.world_size > 1:
             sampler = torch.utils.data.DistributedSampler(
                 dataset, self.world_size, self.rank, shuffle=True, seed=self.cfg.seed, drop_last=True
             )

@@ -5,7 +5,8 @@ is parallel and cached in ``OUT/aligned/``) and the whole aligned crop is used. 
 falls back to a centre crop and is counted in the report. Features are cached per model in ``OUT/features/``.
 
 With ``contexts`` other than ``original`` (:mod:`recognition.contexts`), the same pairs are scored again with the
-second image of every pair re-contexted (background blacked out by the face mask, or a donor's context).
+second image of every pair re-contexted (background blacked out by the face mask, or a donor's context, plainly or
+seamlessly composed).
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ import numpy as np
 import pandas as pd
 
 from recognition import lfw
-from recognition.contexts import DONOR, ORIGINAL, ContextImages, load_donor_bank, make_context, path_fingerprint
+from recognition.contexts import (
+    ORIGINAL,
+    REFINE,
+    ContextImages,
+    load_donor_bank,
+    make_context,
+    needs_donors,
+    path_fingerprint,
+)
 from recognition.data import resize_crop
 from recognition.embedders import load_embedder
 from recognition.features import AlignedImages, embed_all
@@ -181,7 +190,7 @@ def _make_contexts(
         if context == ORIGINAL:
             continue
         fingerprint = ""
-        if context == DONOR:  # the bank's own id where it has one (it names its shards and settings)
+        if context in REFINE:  # the bank's own id where it has one (it names its shards and settings)
             fingerprint = str(getattr(bank, "id", "") or path_fingerprint(settings.donors))
         contexts[context] = make_context(
             context,
@@ -353,7 +362,7 @@ def verify_lfw(
     root, out = Path(root), Path(out)
     start = time.perf_counter()
     pairs, train = load_pairs(pairs_path, settings)
-    bank = load_donor_bank(settings.donors) if DONOR in settings.contexts else None  # fail before aligning
+    bank = load_donor_bank(settings.donors) if needs_donors(settings.contexts) else None  # fail before aligning
     names = image_names(root, pairs, train)
     out.mkdir(parents=True, exist_ok=True)
     aligned = align_images(root, names, out / "aligned", settings, masking)

@@ -1,4 +1,5 @@
-"""Issue 17: verify-lfw --context (masked and donor backgrounds), arms over seeds in compare, the grid runner."""
+"""Issues 17 and 25: verify-lfw --context (masked, donor and donor-refined backgrounds), arms over seeds in compare,
+the grid runner."""
 
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def masked_run(tmp_path_factory, lfw_root, pairs_file) -> Path:
 
 def test_parse_contexts():
     assert contexts.parse_contexts(["masked,donor"]) == ("original", "masked", "donor")
+    assert contexts.parse_contexts(["donor-refined,donor"]) == ("original", "donor", "donor-refined")
+    assert contexts.needs_donors(("original", "donor-refined")) and not contexts.needs_donors(("original", "masked"))
     assert contexts.parse_contexts(["donor", "original", "donor"]) == ("original", "donor")
     assert contexts.parse_contexts([]) == ("original",)
     with pytest.raises(contexts.ContextError, match="unknown context blurred"):
@@ -167,31 +170,40 @@ class FakeResult:
 BANK_CALLS: list[dict] = []  # what FakeBank.recontext was given
 
 
+GREY = {False: 128, True: 64}  # FakeBank's background: plain composition, seamless composition
+
+
 class FakeBank:
-    """Fills the background with one grey; finds no donor for the first identity."""
+    """Fills the background with one grey (another one when refined); finds no donor for the first identity."""
 
     @classmethod
     def load(cls, path):
         return cls()
 
-    def recontext(self, aligned, masks, landmarks, identities, k=1):
+    def recontext(self, aligned, masks, landmarks, identities, k=1, refine=True):
         shapes = (aligned.shape, aligned.dtype, masks.shape, landmarks.shape, landmarks.dtype, k)
-        BANK_CALLS.append({"shapes": shapes, "identities": list(identities)})
+        BANK_CALLS.append({"shapes": shapes, "identities": list(identities), "refine": refine})
         out = []
         for i, (image, mask, who) in enumerate(zip(aligned, masks, identities, strict=True)):
             if who == identities[0]:
                 out.append([])
                 continue
-            filled = np.where(mask[..., None] > 0, image, 128).astype(np.uint8)
+            filled = np.where(mask[..., None] > 0, image, GREY[refine]).astype(np.uint8)
             out.append([FakeResult(filled, f"donor{i}.jpg", f"id{i}", 0.5 + i)])
         return out
 
 
-def test_verify_lfw_donor_context_with_a_fake_bank(monkeypatch, lfw_root, pairs_file, tmp_path):
+@pytest.fixture
+def fake_bank(monkeypatch) -> list[dict]:
+    """FakeBank stands in for augmentor.donors.DonorBank; returns the list of its recontext calls."""
     module = types.ModuleType("augmentor.donors")
     module.DonorBank = FakeBank
     monkeypatch.setitem(sys.modules, "augmentor.donors", module)
     BANK_CALLS.clear()
+    return BANK_CALLS
+
+
+def test_verify_lfw_donor_context_with_a_fake_bank(fake_bank, lfw_root, pairs_file, tmp_path):
     bank_path = tmp_path / "bank"
     bank_path.mkdir()
     (bank_path / "donors.npz").write_bytes(b"x")
@@ -200,6 +212,7 @@ def test_verify_lfw_donor_context_with_a_fake_bank(monkeypatch, lfw_root, pairs_
     assert result.exit_code == 0, result.output
     (call,) = BANK_CALLS
     assert call["shapes"] == ((10, 128, 128, 3), np.uint8, (10, 128, 128), (10, 68, 2), np.float32, 1)
+    assert call["refine"] is False  # donor keeps issue 17's plain composition
     people = sorted(p.name for p in lfw_root.iterdir() if p.name != "No_Face")
     assert call["identities"] == people  # the second images that have a mask, by LFW name
     report = json.loads((out / "report.json").read_text())
@@ -215,11 +228,88 @@ def test_verify_lfw_donor_context_with_a_fake_bank(monkeypatch, lfw_root, pairs_
     assert len(BANK_CALLS) == 1
 
 
+def test_donor_and_donor_refined_contexts_with_a_fake_bank(fake_bank, lfw_root, pairs_file, tmp_path):
+    out = tmp_path / "donors"
+    result = _verify(lfw_root, pairs_file, out, "--context", "donor-refined,donor", "--donors", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert [c["refine"] for c in BANK_CALLS] == [False, True]  # donor (plain), then donor-refined (seamless)
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["contexts"] == ["original", "donor", "donor-refined"]
+    assert set(report["models"]["dlib-resnet (fixed)"]["contexts"]) == {"donor", "donor-refined"}
+    assert report["contexts"]["donor-refined"]["recontexted"] == 9
+    assert "| dlib-resnet (fixed) | donor-refined |" in result.output and (out / "roc-donor-refined.png").is_file()
+    for context, refine in (("donor", False), ("donor-refined", True)):
+        with np.load(out / "contexts" / f"{context}.npz") as cached:
+            corner = cached["images"][cached["changed"], 0, 0]  # the top-left pixel is background in every crop
+            assert (corner == GREY[refine]).all()
+
+
+def test_make_context_keys_the_composition(tmp_path):
+    """A donor cache is only reused for the same composition, so an old cache never stands in for the other."""
+    BANK_CALLS.clear()
+    images = np.full((2, 128, 128, 3), 30, np.uint8)
+    masks = np.zeros((2, 128, 128), np.uint8)
+    masks[:, 40:90, 40:90] = 1
+    landmarks = [np.zeros((68, 2), np.float32)] * 2
+    cache = tmp_path / "ctx.npz"
+    names = ["A/A_0001.jpg", "B/B_0001.jpg"]
+    for context in ("donor", "donor", "donor-refined", "donor"):
+        made = contexts.make_context(context, names, images, masks, landmarks, cache, FakeBank(), "bank")
+        assert made.images[1, 0, 0, 0] == GREY[context == "donor-refined"] and made.images[0, 0, 0, 0] == 30
+    assert [c["refine"] for c in BANK_CALLS] == [False, True, False]  # the second donor call read the cache
+
+
+def test_donor_contexts_with_the_real_bank(lfw_root, pairs_file, tmp_path):
+    """donor is the bank's plain composition, donor-refined its seamless one; both keep the face pixels."""
+    import pandas as pd
+
+    from augmentor.donors import DonorBank
+    from augmentor.preprocessing.preprocess import preprocess
+    from augmentor.preprocessing.shards import decode_mask, decode_png, read_shards
+
+    rel = [f"{p.name}/{p.name}_{k:04d}.jpg" for p in sorted(lfw_root.iterdir()) if p.name != "No_Face" for k in (1, 2)]
+    listing = pd.DataFrame({"image_id": rel, "identity": [r.split("/")[0] for r in rel]})
+    listing["path"] = [str(lfw_root / r) for r in rel]
+    preprocess(listing, tmp_path / "donors", workers=1, progress=False)
+    out = tmp_path / "verify"
+    result = _verify(
+        lfw_root, pairs_file, out, "--context", "donor,donor-refined", "--donors", str(tmp_path / "donors")
+    )
+    assert result.exit_code == 0, result.output
+
+    rows = read_shards(out / "aligned", columns=["image_id", "aligned", "mask", "landmarks"], status="ok").to_pylist()
+    rows = {r["image_id"]: r for r in rows}
+    with np.load(out / "contexts" / "donor.npz") as a, np.load(out / "contexts" / "donor-refined.npz") as b:
+        plain, seamless, changed = a["images"], b["images"], a["changed"]
+        assert (changed == b["changed"]).all()
+    from recognition.lfw import read_pairs
+
+    names = [n for n, c in zip(sorted(set(read_pairs(pairs_file).right)), changed, strict=True) if c]
+    assert len(names) == 10
+    aligned = np.stack([decode_png(rows[n]["aligned"]) for n in names])
+    masks = np.stack([decode_mask(rows[n]["mask"]) for n in names])
+    landmarks = np.stack([np.asarray(rows[n]["landmarks"], np.float32).reshape(68, 2) for n in names])
+    bank = DonorBank.load(tmp_path / "donors")
+    who = [n.split("/")[0] for n in names]
+    expected = {
+        refine: np.stack([r[0].image for r in bank.recontext(aligned, masks, landmarks, who, k=1, refine=refine)])
+        for refine in (False, True)
+    }
+    np.testing.assert_array_equal(plain[changed], expected[False])
+    np.testing.assert_array_equal(seamless[changed], expected[True])
+    face = masks.astype(bool)
+    np.testing.assert_array_equal(plain[changed][face], aligned[face])
+    np.testing.assert_array_equal(seamless[changed][face], aligned[face])
+    assert np.abs(plain[changed].astype(int) - seamless[changed].astype(int))[~face].mean() > 1.0
+
+
 def test_context_errors(monkeypatch, lfw_root, pairs_file, tmp_path):
     result = _verify(lfw_root, pairs_file, tmp_path / "a", "--context", "blurred")
     assert result.exit_code != 0 and "unknown context blurred" in result.output
     result = _verify(lfw_root, pairs_file, tmp_path / "b", "--context", "donor")
     assert result.exit_code != 0 and "--context donor needs --donors" in result.output
+    result = _verify(lfw_root, pairs_file, tmp_path / "b", "--context", "masked,donor-refined")
+    assert result.exit_code != 0 and "--context donor-refined needs --donors" in result.output
     monkeypatch.setitem(sys.modules, "augmentor.donors", None)  # the donor method is not in this checkout
     result = _verify(lfw_root, pairs_file, tmp_path / "c", "--context", "donor", "--donors", str(tmp_path))
     assert result.exit_code != 0 and "donor-context method" in result.output
@@ -496,6 +586,7 @@ def test_grid_plan_resumes_and_labels_models(tmp_path, grid_data):
         "finetune scratch/cascade-s1",
         "verify-lfw",
         "compare",
+        "results",
     ]
     assert steps["preprocess celeba"].done and not steps["preprocess celeba-extra"].done
     assert steps["finetune scratch/real-s0"].done and not steps["finetune scratch/cascade-s1"].done
@@ -506,6 +597,8 @@ def test_grid_plan_resumes_and_labels_models(tmp_path, grid_data):
         str(out / "data" / f"{k}-{d}") for k in ("real", "cascade") for d in ("celeba", "celeba-extra")
     ]
     assert "seed=0" in fresh and fresh[fresh.index("--epochs") + 1] == "2"
+    assert "--copy-probability" not in fresh  # the Grid's own defaults are issue 17's union
+    assert steps["cascade copies of celeba"].command[-5:-3] == ["--copies", "1"]
     steps_per_epoch = int(0.9 * 300) // 64  # the real training faces / batch: the same for every arm
     assert f"max_steps_per_epoch={steps_per_epoch}" in fresh
     assert steps["finetune scratch/cascade-s0"].seconds == steps["finetune scratch/real-s1"].seconds > 0
@@ -535,10 +628,97 @@ def test_grid_dry_run_cli(tmp_path, grid_data):
     args = ["--out", str(tmp_path / "g"), "--data", str(grid_data), "--seeds", "0,1,2", "--dry-run"]
     result = CliRunner().invoke(grid_module.main, args)
     assert result.exit_code == 0, result.output
-    assert result.output.count("| finetune ") == 2 * 3 * 3  # regimes x arms x seeds
-    assert "--context original,masked,donor --donors" in result.output and "# compare" in result.output
+    assert result.output.count("| finetune ") == 2 * 4 * 3  # regimes x arms (issue 25's four) x seeds
+    commands = result.output.splitlines()
+    finetunes = [c for c in commands if " finetune --manifest " in c]
+    assert len(finetunes) == 24 and all("--copy-probability 0.5" in c for c in finetunes)  # the real arm too
+    assert "--context original,masked,donor,donor-refined --donors" in result.output and "# compare" in result.output
+    assert "# results" in result.output and f"--collect --results {tmp_path / 'g' / 'recognition_grid_v3.json'}" in (
+        result.output
+    )
     assert not (tmp_path / "g").exists()  # a dry run writes nothing
+    v2 = ["--union", "--copies", "1", "--arms", "real,cascade,donor", "--contexts", "original,masked,donor"]
+    issue17 = CliRunner().invoke(grid_module.main, [*args, *v2])
+    assert issue17.exit_code == 0, issue17.output
+    assert issue17.output.count("| finetune ") == 2 * 3 * 3 and "--copy-probability" not in issue17.output
+    assert "--context original,masked,donor --donors" in issue17.output and "-k1-" not in issue17.output
     bad = CliRunner().invoke(grid_module.main, [*args, "--arms", "cascade"])
     assert bad.exit_code != 0 and "must include real" in bad.output
     bad = CliRunner().invoke(grid_module.main, [*args, "--epochs", "fast=3"])
     assert bad.exit_code != 0 and "REGIME=N" in bad.output
+    bad = CliRunner().invoke(grid_module.main, [*args, "--regime-config", "pretrained=missing.yaml"])
+    assert bad.exit_code != 0 and "REGIME=YAML" in bad.output
+
+
+def test_grid_v3_plan_copies_and_probability(tmp_path, grid_data):
+    """K copies per kind (plain and seamless donors apart), the same --copy-probability for every arm."""
+    grid_module = _grid_module()
+    out = tmp_path / "grid"
+    gentle = tmp_path / "gentle.yaml"
+    gentle.write_text((ROOT / "configs" / "recognition" / "grid-pretrained.yaml").read_text())
+    grid = grid_module.Grid(
+        out=out,
+        data=grid_data,
+        lfw=grid_data / "lfw",
+        arms=("real", "donor", "donor-refined"),
+        seeds=(0,),
+        regimes=("pretrained",),
+        contexts=("original", "donor-refined"),
+        copies=3,
+        copy_probability=0.25,
+        configs={"pretrained": gentle},
+    )
+    steps = {s.name: s for s in grid.plan()}
+    plain, seamless = steps["donor copies of celeba"].command, steps["donor-refined copies of celeba"].command
+    assert "--no-refine" in plain and "--refine" not in plain and "--refine" in seamless
+    for command in (plain, seamless):
+        assert command[command.index("--copies") + 1] == "3"
+        assert command[command.index("--donors") + 1] == str(out / "data" / "real-celeba")
+    assert plain[plain.index("--out") + 1] == str(out / "data" / "donor-k3-celeba")
+    assert "cascade copies of celeba" not in steps
+    for arm, kind in (("real", None), ("donor", "donor-k3"), ("donor-refined", "donor-refined-k3")):
+        command = steps[f"finetune pretrained/{arm}-s0"].command
+        manifests = [command[i + 1] for i, a in enumerate(command) if a == "--manifest"]
+        expected = [f"real-{d}" for d in grid_module.DATASETS] + (
+            [f"{kind}-{d}" for d in grid_module.DATASETS] if kind else []
+        )
+        assert manifests == [str(out / "data" / e) for e in expected]
+        assert command[command.index("--copy-probability") + 1] == "0.25"
+        assert command[command.index("--config") + 1] == str(gentle)
+    verify = steps["verify-lfw"].command
+    assert verify[verify.index("--context") + 1] == "original,donor-refined" and "--donors" in verify
+    assert steps["results"].output == out / "recognition_grid_v3.json"
+    settings = grid.settings()
+    assert settings["mode"] == "probability" and settings["copies"] == 3 and settings["copy_probability"] == 0.25
+    assert settings["configs"] == {"pretrained": str(gentle)}
+
+
+def test_grid_collect_results(tmp_path):
+    """Per regime, arm and context: each seed's accuracy and TPR at FPR 0.01 and 0.001, and compare's tests."""
+    grid_module = _grid_module()
+    out = tmp_path / "grid"
+    _grid_report(out / "verify")
+    assert (
+        CliRunner().invoke(main, ["compare", str(out / "verify"), "--json", str(out / "compare.json")]).exit_code == 0
+    )
+    (out / "grid.json").write_text(json.dumps({"copies": 3}))
+    target = tmp_path / "results" / "v3.json"
+    result = CliRunner().invoke(grid_module.main, ["--out", str(out), "--collect", "--results", str(target)])
+    assert result.exit_code == 0, result.output
+    written = json.loads(target.read_text())
+    assert written["grid"] == {"copies": 3} and written["num_pairs"] == 6000
+    cascade = written["results"]["pretrained"]["cascade"]
+    assert set(cascade) == {"original", "masked"}
+    real_acc = [np.mean(BASE_FOLDS) + SEED_SHIFT[s] for s in (0, 1, 2)]
+    original = cascade["original"]
+    assert original["seeds"] == [0, 1, 2]
+    np.testing.assert_allclose(original["accuracy"], [a + 0.010 + 0.001 * s for s, a in enumerate(real_acc)])
+    np.testing.assert_allclose(original["tpr_at_fpr_0.01"], [0.81 + SEED_SHIFT[s] + 0.001 * s for s in (0, 1, 2)])
+    np.testing.assert_allclose(original["tpr_at_fpr_0.001"], np.array(original["tpr_at_fpr_0.01"]) - 0.1)
+    assert original["mean"]["accuracy"] == pytest.approx(np.mean(original["accuracy"]))
+    assert written["results"]["scratch"]["cascade"]["original"]["seeds"] == [5, 6, 7]
+    metrics = {(t["arm"], t["context"], t["metric"]) for t in written["tests"]}
+    assert ("pretrained/cascade", "original", "TPR@FPR=0.001") in metrics
+    assert ("pretrained/cascade", "masked", "TPR@FPR=0.001 drop") in metrics
+    missing = CliRunner().invoke(grid_module.main, ["--out", str(tmp_path / "none"), "--collect"])
+    assert missing.exit_code != 0 and "run the grid first" in missing.output
