@@ -152,7 +152,13 @@ def plan_work(table: pd.DataFrame, copies: int, limit: int | None, done: pd.Data
 
 def count_rows(listing: pd.DataFrame) -> int:
     """Image x copy rows still to make: the set bits of ``todo``."""
-    return int(np.bitwise_count(listing["todo"].to_numpy(np.int64)).sum())
+    return int(set_bits(listing["todo"].to_numpy(np.int64)).sum())
+
+
+def set_bits(values: np.ndarray) -> np.ndarray:
+    """The number of set bits of each int64 (``np.bitwise_count``, which NumPy 1.x lacks: both are supported)."""
+    as_bytes = np.ascontiguousarray(values, dtype="<i8").view(np.uint8).reshape(-1, 8)
+    return np.unpackbits(as_bytes, axis=1).sum(axis=1, dtype=np.int64)
 
 
 def check_run_file(out: Path, info: dict[str, Any], write: bool = True) -> None:

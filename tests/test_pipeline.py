@@ -33,7 +33,7 @@ from pipelines.manifest import (
     read_manifest,
     write_part,
 )
-from pipelines.plan import MAX_COPIES, check_run_file, plan_resources, plan_work
+from pipelines.plan import MAX_COPIES, check_run_file, count_rows, plan_resources, plan_work, set_bits
 from pipelines.stages import MaskStage, PredictAndWrite, Predictor, noise_seed, write_batch
 
 # Ray 2.60's own DataContext() sets its deprecated fields; nothing here uses them.
@@ -171,6 +171,15 @@ def test_labels_and_todo_bits():
     assert listing["label"].tolist() == [1, 0, 2]  # from the whole listing, not the first 3
     assert listing["todo"].tolist() == [0b100, 0b101, 0b111]
     assert listing["out_stem"].tolist() == ["b/1", "a/1", "c/1"]
+
+
+def test_rows_are_counted_without_numpy_2(monkeypatch):
+    """Bug: count_rows used np.bitwise_count, which NumPy 1.x lacks (and facenet-pytorch pins numpy<2)."""
+    monkeypatch.delattr(np, "bitwise_count", raising=False)
+    todo = [0, 1, 0b101, 2**31 - 1, 2**32 - 1, 2**62 + 3]
+    listing = pd.DataFrame({"todo": np.array(todo, np.int64)})
+    assert count_rows(listing) == sum(bin(v).count("1") for v in todo)
+    assert set_bits(np.array(todo, np.int64)).tolist() == [bin(v).count("1") for v in todo]
 
 
 def test_resource_plans_fit_the_cluster():
