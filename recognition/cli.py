@@ -42,14 +42,6 @@ def _model_label(spec: str) -> tuple[str, str]:
     return name, path
 
 
-def _yaml_value(value: object) -> str:
-    """A CLI value as the YAML text of a ``--set`` override (strings quoted, floats always with a dot)."""
-    if isinstance(value, float):
-        text = repr(value)
-        return text.replace("e", ".0e", 1) if "e" in text and "." not in text else text
-    return json.dumps(value)
-
-
 @click.command("finetune", context_settings={"show_default": True})
 @click.option(
     "--manifest",
@@ -151,24 +143,21 @@ def finetune(
             raise click.ClickException(str(exc)) from exc
         run_dir = resume_dir
     else:
-        extra = list(overrides)
-        if manifests:
-            extra.append(f"manifests={json.dumps([str(m) for m in manifests])}")
-        for key, value in (
-            ("model.backbone", backbone),
-            ("init", init),
-            ("model.head", loss),
-            ("data.image_size", int(image_size) if image_size else None),
-            ("epochs", epochs),
-            ("batch_size", batch_size),
-            ("optim.name", optimizer),
-            ("optim.lr", lr),
-            ("device", device),
-        ):
-            if value is not None:
-                extra.append(f"{key}={_yaml_value(value)}")
+        given = {
+            "manifests": [str(m) for m in manifests] or None,
+            "model.backbone": backbone,
+            "init": init,
+            "model.head": loss,
+            "data.image_size": int(image_size) if image_size else None,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "optim.name": optimizer,
+            "optim.lr": lr,
+            "device": device,
+        }
+        values = {k: v for k, v in given.items() if v is not None}  # typed: a path named 2024 stays a string
         try:
-            cfg = resolve_manifests(load_config(FinetuneConfig, config_path, extra))
+            cfg = resolve_manifests(load_config(FinetuneConfig, config_path, list(overrides), values))
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from exc
         if not cfg.manifests:

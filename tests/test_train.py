@@ -208,3 +208,14 @@ def test_cli_train_dry_run_and_run(face_shards, tmp_path):
     assert no_data.exit_code == 2 and "--data" in no_data.output
     typo = runner.invoke(main, [*args, "--set", "loss.identiy=1"])
     assert typo.exit_code == 1 and "unknown key" in typo.output
+
+
+@pytest.mark.parametrize("folder", ["2024", "yes"])
+def test_cli_train_takes_any_folder_name(face_shards, tmp_path, monkeypatch, folder):
+    """Bug: the --data path went unquoted into the YAML overrides, so these names failed with "expected str"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / folder).symlink_to(face_shards, target_is_directory=True)
+    result = CliRunner().invoke(main, ["train", "--data", folder, "--out", "runs", "-n"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["data"]["path"] == folder
+

@@ -68,13 +68,9 @@ def train(data_path, config_path, overrides, regime, epochs, device, out_root, r
             )
         cfg, run_dir = load_run_config(resume_dir), resume_dir
     else:
-        extra = list(overrides)
-        extra += [f"data.path={data_path}"] if data_path else []
-        extra += [f"regime={regime}"] if regime else []
-        extra += [f"epochs={epochs}"] if epochs else []
-        extra += [f"device={device}"] if device else []
-        try:
-            cfg = load_config(TrainConfig, config_path, extra)
+        given = {"data.path": str(data_path) if data_path else None, "regime": regime, "epochs": epochs, "device": device}
+        try:  # typed option values go in as they are: --data 2024 stays the folder name, not the number
+            cfg = load_config(TrainConfig, config_path, list(overrides), {k: v for k, v in given.items() if v})
         except (ConfigError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
         if not cfg.data.path:
