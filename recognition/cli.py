@@ -128,7 +128,7 @@ def finetune(
     """
     from augmentor.config import ConfigError, load_config, to_dict
     from recognition.data import FaceData, ManifestError
-    from recognition.finetune import FinetuneConfig, load_run_config, resolve_manifests
+    from recognition.finetune import FinetuneConfig, load_finetune_config, resolve_manifests
 
     launch: dict = {}
     if resume_dir is not None:
@@ -138,7 +138,7 @@ def finetune(
                 "--resume takes the run's saved config; give no other settings", param_hint="--resume"
             )
         try:
-            cfg, launch = load_run_config(resume_dir)
+            cfg, launch = load_finetune_config(resume_dir)
         except (FileNotFoundError, ConfigError) as exc:
             raise click.ClickException(str(exc)) from exc
         run_dir = resume_dir

@@ -14,7 +14,7 @@ from augmentor.cli import main
 from augmentor.models import Cascade, CascadeConfig, input_pyramid
 from augmentor.training.checkpoints import load_generator, read_config, save_generator
 from augmentor.training.data import load_faces, split_by_identity
-from augmentor.training.loop import Trainer, load_run_config, train
+from augmentor.training.loop import Trainer, load_train_config, train
 from augmentor.training.schedule import progressive_stage
 
 
@@ -60,7 +60,7 @@ def test_run_outputs_and_checkpoint(tiny_config, tmp_path):
     grid = Image.open(run / "samples" / "epoch_0002.png")
     assert grid.size == (128 * 7, 128 * 2)  # masked | 5 blocks | truth, 2 faces
     assert (run / "loss_curves.png").stat().st_size > 5000
-    assert load_run_config(run) == tiny_config
+    assert load_train_config(run) == tiny_config
     config = read_config(checkpoint)
     assert config["data_fingerprint"] and config["architecture"]["widths"]["128"] == 8
     model, _ = load_generator(checkpoint)
@@ -140,7 +140,7 @@ def test_fine_tune_run_starts_from_init_from_and_resumes_without_it(tiny_config,
         torch.testing.assert_close(v1, v2, msg=k)
     assert config["init_from"] == str(tmp_path / "first") and config["epochs_trained"] == 1 and checkpoint.is_dir()
     shutil.rmtree(tmp_path / "first")
-    cfg = load_run_config(tmp_path / "tuned")
+    cfg = load_train_config(tmp_path / "tuned")
     train(dataclasses.replace(cfg, epochs=2), tmp_path / "tuned", resume=True)  # resume reads only its own run
     assert [m["epoch"] for m in _lines(tmp_path / "tuned")] == [1, 2]
 

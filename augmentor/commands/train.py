@@ -58,7 +58,7 @@ def train(data_path, config_path, overrides, regime, epochs, device, out_root, r
     """
     from augmentor.config import ConfigError, load_config, to_dict
     from augmentor.resources import MissingModelFileError
-    from augmentor.training.loop import TrainConfig, load_run_config
+    from augmentor.training.loop import TrainConfig, load_train_config
     from augmentor.training.loop import train as run_training
 
     if resume_dir is not None:
@@ -66,9 +66,14 @@ def train(data_path, config_path, overrides, regime, epochs, device, out_root, r
             raise click.BadParameter(
                 "--resume takes the run's saved config; give no other settings", param_hint="--resume"
             )
-        cfg, run_dir = load_run_config(resume_dir), resume_dir
+        cfg, run_dir = load_train_config(resume_dir), resume_dir
     else:
-        given = {"data.path": str(data_path) if data_path else None, "regime": regime, "epochs": epochs, "device": device}
+        given = {
+            "data.path": str(data_path) if data_path else None,
+            "regime": regime,
+            "epochs": epochs,
+            "device": device,
+        }
         try:  # typed option values go in as they are: --data 2024 stays the folder name, not the number
             cfg = load_config(TrainConfig, config_path, list(overrides), {k: v for k, v in given.items() if v})
         except (ConfigError, ValueError) as exc:
