@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from augmentor.locking import output_lock
 from pipelines.donor import DonorPredictAndWrite, DonorPredictor
 from pipelines.manifest import MANIFEST_FILE, PARTS_DIR, consolidate, merge_parts, remove_temporary, write_part
 from pipelines.plan import ResourcePlan, RunSettings, check_run_file, count_rows, plan_resources, prepare
@@ -110,7 +111,14 @@ def run(
     Raises:
         FileNotFoundError, ValueError: bad input (see :func:`prepare`).
         RuntimeError: the Ray job failed; what was written is kept, and a rerun continues from there.
+        augmentor.locking.FolderInUseError: another process is writing to ``settings.out``.
     """
+    with output_lock(settings.out, "augmentor run"):  # a second run on the folder is refused, not run twice
+        return _run(table, settings, limit, extra)
+
+
+def _run(table: pd.DataFrame, settings: RunSettings, limit: int | None, extra: dict[str, Any] | None) -> RunSummary:
+    """:func:`run`, holding the output folder's lock."""
     prepared = prepare(table, settings, limit, extra)
     out = settings.out
     check_run_file(out, {**prepared.info, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})

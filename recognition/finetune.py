@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from augmentor.config import from_dict, to_dict
+from augmentor.locking import output_lock
 from augmentor.training.run_state import (
     LAST_DIR,
     METRICS_FILE,
@@ -371,11 +372,15 @@ def finetune(
         resume: Continue the run in ``run_dir`` from its last finished epoch.
         progress: Show a progress bar.
         data: Pre-loaded faces (tests).
+
+    Raises:
+        augmentor.locking.FolderInUseError: another process is writing to ``run_dir``.
     """
     run_dir = Path(run_dir)
-    if not resume:
-        write_run_config(cfg, run_dir)
-    return Finetuner(cfg, run_dir, data=data, progress=progress, resume=resume).fit()
+    with output_lock(run_dir, "augmentor finetune"):
+        if not resume:
+            write_run_config(cfg, run_dir)
+        return Finetuner(cfg, run_dir, data=data, progress=progress, resume=resume).fit()
 
 
 def resolve_manifests(cfg: FinetuneConfig) -> FinetuneConfig:

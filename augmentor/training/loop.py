@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.profiler import record_function
 
+from augmentor.atomic import write_text
 from augmentor.config import to_dict
+from augmentor.locking import output_lock
 from augmentor.models import Cascade, Discriminators, image_pyramid, input_pyramid
 from augmentor.precision import native_bf16, pick_device
 from augmentor.training.checkpoints import load_generator, load_weights, save_generator
@@ -388,17 +390,20 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, faces: Fa
         run_dir: Output folder. ``train_config.json`` is written before training starts.
         resume: Continue the run in ``run_dir`` from its last completed epoch.
         faces: Preloaded faces (tests); by default read from ``cfg.data.path``.
+
+    Raises:
+        augmentor.locking.FolderInUseError: another process is writing to ``run_dir``.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        (run_dir / CONFIG_NAME).write_text(json.dumps(to_dict(cfg), indent=2))
-    trainer = Trainer(cfg, run_dir, faces)
-    if resume:
-        trainer.load_resume()  # a resumed fine-tune no longer needs its init_from folder
-    elif cfg.init_from is not None:
-        trainer.load_init(Path(cfg.init_from))
-    return trainer.fit()
+    with output_lock(run_dir, "augmentor train"):
+        if not resume:
+            write_text(run_dir / CONFIG_NAME, json.dumps(to_dict(cfg), indent=2))
+        trainer = Trainer(cfg, run_dir, faces)
+        if resume:
+            trainer.load_resume()  # a resumed fine-tune no longer needs its init_from folder
+        elif cfg.init_from is not None:
+            trainer.load_init(Path(cfg.init_from))
+        return trainer.fit()
 
 
 __all__ = ["TrainConfig", "Trainer", "load_train_config", "train"]
