@@ -1,7 +1,7 @@
 """Option sets shared by several commands, defined once: every CLI (core, pipelines, recognition) uses these.
 
 Each factory returns a click decorator. Commands differ only in help text or default, which the factories take.
-Importing this module imports click alone.
+Importing this module imports click alone (and the torch-free :mod:`augmentor.precision` constants).
 """
 
 from __future__ import annotations
@@ -175,6 +175,52 @@ def progress_option(help: str = "Show a progress bar.") -> Decorator:
 def dry_run_option(help: str = "Print the resolved settings, then stop.") -> Decorator:
     """``-n/--dry-run``."""
     return click.option("-n", "--dry-run", is_flag=True, help=help)
+
+
+def model_option(help: str) -> Decorator:
+    """``--model PATH``: one checkpoint folder (default None: the command picks one)."""
+    return click.option(
+        "--model", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="PATH", help=help
+    )
+
+
+def model_specs_option(help: str, *, metavar: str = "[NAME=]PATH", required: bool = False) -> Decorator:
+    """``--model [NAME=]PATH``, repeatable: labelled models to compare (passed as ``model_specs``)."""
+    return click.option("--model", "model_specs", multiple=True, required=required, metavar=metavar, help=help)
+
+
+def donors_option(help: str) -> Decorator:
+    """``--donors PATH``: an ``augmentor preprocess`` output folder of donor faces, or its ``donor_bank/``."""
+    return click.option(
+        "--donors",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        default=None,
+        metavar="PATH",
+        help=help,
+    )
+
+
+def address_option(command: Callable) -> Callable:
+    """``--address``: the Ray cluster to join."""
+    return click.option(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="Ray cluster to join: auto (the cluster `ray start` made on this node), HOST:6379 or ray://HOST:10001. "
+        "Default: start a local Ray.",
+    )(command)
+
+
+def seed_option(help: str) -> Decorator:
+    """``--seed INT`` (default 0)."""
+    return click.option("--seed", type=int, default=0, metavar="INT", help=help)
+
+
+def precision_option(what: str, *, default: str = "auto") -> Decorator:
+    """``--precision``: fp32, bf16 or auto, with the one meaning of auto (:mod:`augmentor.precision`)."""
+    from augmentor.precision import PRECISION_HELP, PRECISIONS
+
+    return click.option("--precision", type=click.Choice(PRECISIONS), default=default, help=f"{what} {PRECISION_HELP}")
 
 
 def next_run_dir(root: Path, desc: str) -> Path:

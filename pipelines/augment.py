@@ -30,8 +30,8 @@ from typing import Any
 import pandas as pd
 
 from augmentor.locking import output_lock
+from augmentor.manifest import MANIFEST_FILE, PARTS_DIR, consolidate, merge_parts, remove_temporary, write_part
 from pipelines.donor import DonorPredictAndWrite, DonorPredictor
-from pipelines.manifest import MANIFEST_FILE, PARTS_DIR, consolidate, merge_parts, remove_temporary, write_part
 from pipelines.plan import ResourcePlan, RunSettings, check_run_file, count_rows, plan_resources, prepare
 from pipelines.stages import STAGING_DIR, MaskStage, PredictAndWrite, Predictor, copies_of, noise_seed, write_batch
 

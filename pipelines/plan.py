@@ -15,8 +15,8 @@ import pandas as pd
 
 from augmentor.datasets.adapters import files_exist
 from augmentor.datasets.paths import output_stems
+from augmentor.manifest import MANIFEST_FILE, done_keys, identity_labels, model_id, part_paths
 from augmentor.precision import check_precision, resolve_precision
-from pipelines.manifest import MANIFEST_FILE, done_keys, identity_labels, model_id, part_paths
 from pipelines.stages import EXTENSIONS, SIZE
 
 RUN_FILE = "run.json"
@@ -210,9 +210,12 @@ def _check_method(settings: RunSettings) -> dict[str, str]:
     """What makes the images: ``model`` and ``model_id`` (the checkpoint's, or the donor bank's path and id)."""
     if settings.method == "donor":
         from augmentor.donors import DonorBank
+        from augmentor.parquet import REDO_PREPROCESS, check_files
+        from augmentor.preprocessing.shards import shard_paths
 
         if settings.donors is None:
             raise ValueError("method donor needs a donor folder (--donors PATH)")
+        check_files(shard_paths(settings.donors), REDO_PREPROCESS)  # a truncated shard is named before any work
         return {"model": str(settings.donors.resolve()), "model_id": DonorBank.identify(settings.donors)}
     if settings.method != "cascade":
         raise ValueError(f"method must be cascade or donor, got {settings.method!r}")

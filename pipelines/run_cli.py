@@ -7,32 +7,32 @@ from pathlib import Path
 
 import click
 
+from augmentor.layout import CONFIG_FILE
 from augmentor.options import (
+    address_option,
     batch_size_option,
     dataset_options,
+    donors_option,
     dry_run_option,
     limit_option,
     load_listing,
+    model_option,
     out_dir_option,
+    precision_option,
     progress_option,
+    seed_option,
     workers_option,
 )
 
 MAX_COPIES = 32  # pipelines.augment.MAX_COPIES
-PRECISIONS = ("auto", "fp32", "bf16")  # augmentor.precision.PRECISIONS
 METHODS = ("cascade", "donor")
 
 
 @click.command("run", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @dataset_options
 @out_dir_option("Output folder: images/, manifest.parquet, run.json. Rerun with the same folder to resume.")
-@click.option(
-    "--model",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    metavar="PATH",
-    help="Checkpoint folder (model.safetensors + config.json), e.g. a training run's checkpoint/. "
-    "Default: the shipped model.",
+@model_option(
+    "Checkpoint folder (model.safetensors + config.json), e.g. a training run's checkpoint/. Default: the shipped model."
 )
 @click.option(
     "--method",
@@ -41,13 +41,9 @@ METHODS = ("cascade", "donor")
     help="cascade: the generator paints the context. donor: each face takes the whole context of a real face of "
     "another identity from --donors (K copies = the K nearest donors; CPU only). See docs/donors.md.",
 )
-@click.option(
-    "--donors",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    metavar="PATH",
-    help="--method donor: an `augmentor preprocess` output folder of donor faces (its donor bank is built there "
-    "once, in donor_bank/), or that donor_bank/ folder.",
+@donors_option(
+    "--method donor: an `augmentor preprocess` output folder of donor faces (its donor bank is built there once, in "
+    "donor_bank/), or that donor_bank/ folder."
 )
 @click.option(
     "--copies",
@@ -64,14 +60,8 @@ METHODS = ("cascade", "donor")
     default="png",
     help="Image file format (JPEG at quality 95).",
 )
-@click.option("--seed", type=int, default=0, metavar="INT", help="Run seed, mixed into every image's noise seed.")
-@click.option(
-    "--address",
-    default=None,
-    metavar="ADDR",
-    help="Ray cluster to join: auto (the cluster `ray start` made on this node), HOST:6379 or ray://HOST:10001. "
-    "Default: start a local Ray.",
-)
+@seed_option("Run seed, mixed into every image's noise seed.")
+@address_option
 @click.option(
     "--num-gpus",
     type=click.IntRange(min=0),
@@ -85,13 +75,7 @@ METHODS = ("cascade", "donor")
 )
 @batch_size_option(None, "Faces per forward pass and per manifest part. Default: 64 on GPU, 16 on CPU.")
 @limit_option("Only the first N images of the listing (sorted by identity, image id).")
-@click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    default="auto",
-    help="Inference precision of the cascade and the match score. auto: bf16 on GPUs and on CPUs with native bf16 "
-    "(AVX512-BF16 or AMX), about 1.6x faster there and within a grey level or two of fp32; fp32 elsewhere.",
-)
+@precision_option("Inference precision of the cascade and the match score.")
 @progress_option("Show a progress bar with per-stage img/s.")
 @click.option(
     "--preview",
@@ -158,7 +142,7 @@ def run(
             model = default_weights()
         except FileNotFoundError as exc:
             raise click.ClickException(f"no --model given: {exc}; pass --model PATH") from exc
-    elif not (model / "config.json").is_file():
+    elif not (model / CONFIG_FILE).is_file():
         raise click.BadParameter(f"{model} is not a checkpoint folder (no config.json)", param_hint="--model")
     settings = RunSettings(
         out=out,

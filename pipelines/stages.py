@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from augmentor.datasets.paths import image_path
-from pipelines.manifest import write_part
+from augmentor.manifest import write_part
 
 SIZE = 128  # aligned crop side; the checkpoint must end at this resolution
 STAGING_DIR = ".staging"  # temporary image files, renamed into images/ when complete

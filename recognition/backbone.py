@@ -19,15 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from augmentor.config import from_dict, to_dict
+from augmentor.identity.network import CHIP_SIZE
 
 log = logging.getLogger(__name__)
 
 BACKBONES = ("resnet50", "resnet18", "dlib-resnet")
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 FORMAT = "augmentor-recognition"
 FORMAT_VERSION = 1
-DLIB_INPUT = 150  # the dlib face ResNet's chip side
+DLIB_INPUT = CHIP_SIZE  # the dlib face ResNet's chip side
 # Where dlib's 150-px face chip (padding 0.25) lies in our eye-aligned crop, as an affine_grid theta in normalised
 # coordinates (so it holds at 128 and 112 px): the mean of `augmentor.identity.network.face_chip_transform` over 2,000
 # aligned CelebA faces (chip side = 0.573 of the crop, centred at x +0.016, y +0.101; per-face spread ~2.5 px).

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from augmentor.options import (
+    address_option,
     batch_size_option,
     config_options,
     device_option,
@@ -87,7 +88,7 @@ def _model_label(spec: str) -> tuple[str, str]:
     help="Data-parallel Ray Train workers; over 1 (or --address) trains through Ray. Default: 1 (no Ray).",
 )
 @click.option("--use-gpu/--no-use-gpu", default=None, help="Ray Train: one GPU per worker.")
-@click.option("--address", default=None, metavar="ADDR", help="Ray cluster to join (auto, ray://host:10001).")
+@address_option
 @resume_option
 @progress_option()
 @dry_run_option("Print the resolved config and data counts, then stop.")

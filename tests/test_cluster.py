@@ -14,9 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from augmentor.cli import main
-from augmentor.models import Cascade, CascadeConfig
-from augmentor.training.checkpoints import save_generator
-from pipelines.manifest import (
+from augmentor.manifest import (
     MANIFEST_FILE,
     MERGED_PREFIX,
     consolidate,
@@ -25,6 +23,8 @@ from pipelines.manifest import (
     read_manifest,
     write_part,
 )
+from augmentor.models import Cascade, CascadeConfig
+from augmentor.training.checkpoints import save_generator
 from pipelines.plan import count_rows, plan_resources, plan_work
 from pipelines.stages import noise_seed
 

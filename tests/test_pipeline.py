@@ -20,11 +20,7 @@ from click.testing import CliRunner
 
 from augmentor.cli import main
 from augmentor.datasets.paths import hashed_name, image_path, is_verbatim, output_stems, safe_name
-from augmentor.models import Cascade, CascadeConfig
-from augmentor.precision import PRECISIONS
-from augmentor.preprocessing.shards import decode_png
-from augmentor.training.checkpoints import save_generator
-from pipelines.manifest import (
+from augmentor.manifest import (
     MANIFEST_FILE,
     MANIFEST_SCHEMA,
     consolidate,
@@ -33,6 +29,9 @@ from pipelines.manifest import (
     read_manifest,
     write_part,
 )
+from augmentor.models import Cascade, CascadeConfig
+from augmentor.preprocessing.shards import decode_png
+from augmentor.training.checkpoints import save_generator
 from pipelines.plan import MAX_COPIES, check_run_file, count_rows, plan_resources, plan_work, set_bits
 from pipelines.stages import MaskStage, PredictAndWrite, Predictor, noise_seed, write_batch
 
@@ -178,8 +177,8 @@ def test_rows_are_counted_without_numpy_2(monkeypatch):
     monkeypatch.delattr(np, "bitwise_count", raising=False)
     todo = [0, 1, 0b101, 2**31 - 1, 2**32 - 1, 2**62 + 3]
     listing = pd.DataFrame({"todo": np.array(todo, np.int64)})
-    assert count_rows(listing) == sum(bin(v).count("1") for v in todo)
-    assert set_bits(np.array(todo, np.int64)).tolist() == [bin(v).count("1") for v in todo]
+    assert count_rows(listing) == sum(v.bit_count() for v in todo)
+    assert set_bits(np.array(todo, np.int64)).tolist() == [v.bit_count() for v in todo]
 
 
 def test_resource_plans_fit_the_cluster():
@@ -462,7 +461,7 @@ def test_cli_stays_light_and_checks_its_input(tmp_path, checkpoints):
     assert loaded.strip() == "[]"  # `augmentor --help` stays instant
     from pipelines import run_cli
 
-    assert run_cli.MAX_COPIES == MAX_COPIES and run_cli.PRECISIONS == PRECISIONS
+    assert run_cli.MAX_COPIES == MAX_COPIES
     from augmentor import hallucinator
 
     with pytest.MonkeyPatch.context() as patch:  # an install that lost its shipped weights

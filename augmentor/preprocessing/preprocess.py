@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from augmentor.config import from_dict, to_dict
 from augmentor.faces import FaceMasker, MaskedFace, MaskingConfig
 from augmentor.locking import output_lock
+from augmentor.parquet import REDO_PREPROCESS, read_table
 from augmentor.preprocessing.shards import SHARD_SCHEMA, encode_png, shard_paths
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class _ShardWriter:
 def _done_ids(out_dir: Path) -> set[str]:
     done: set[str] = set()
     for path in shard_paths(out_dir):
-        done.update(pq.read_table(path, columns=["image_id"])["image_id"].to_pylist())
+        done.update(read_table(path, ["image_id"], REDO_PREPROCESS)["image_id"].to_pylist())
     return done
 
 
@@ -159,7 +160,7 @@ def summarize(out_dir: Path) -> tuple[int, Counter, Counter]:
     statuses: Counter = Counter()
     reasons: Counter = Counter()
     for path in shard_paths(out_dir):
-        t = pq.read_table(path, columns=["status", "reason"])
+        t = read_table(path, ["status", "reason"], REDO_PREPROCESS)
         statuses.update(t["status"].to_pylist())
         reasons.update(r.split(":", 1)[0] for r in t["reason"].to_pylist() if r)
     return sum(statuses.values()), statuses, reasons

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import shutil
@@ -15,11 +16,9 @@ from safetensors.torch import load_file, save_file
 import augmentor
 from augmentor.atomic import recover_folder, replace_folder
 from augmentor.config import from_dict, to_dict
+from augmentor.layout import CONFIG_FILE, INDEX_FILE, MODEL_FILE, SHARD_GLOB
 from augmentor.models import Cascade, CascadeConfig
 
-MODEL_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"  # sharded weights: {"metadata": ..., "weight_map": {tensor: file}}
-CONFIG_FILE = "config.json"
 FORMAT = "augmentor-cascade"
 FORMAT_VERSION = 1
 
@@ -89,9 +88,7 @@ def write_checkpoint(
 
 
 def _is_checkpoint_file(name: str) -> bool:
-    return name in (MODEL_FILE, INDEX_FILE, CONFIG_FILE) or (
-        name.startswith("model-") and name.endswith(".safetensors")
-    )
+    return name in (MODEL_FILE, INDEX_FILE, CONFIG_FILE) or fnmatch.fnmatch(name, SHARD_GLOB)
 
 
 def _carry_other_files(old: Path, new: Path) -> None:

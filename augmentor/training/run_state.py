@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from augmentor.atomic import recover_folders, replace_folders
+from augmentor.layout import CONFIG_FILE
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def load_resume(run_dir: Path, device: torch.device | str) -> tuple[RunCounters,
         raise FileNotFoundError(f"{path} not found: no finished epoch to resume from in {run_dir}")
     state = torch.load(path, map_location=device, weights_only=True)
     counters = RunCounters.from_state(state)
-    config_path = run_dir / LAST_DIR / "config.json"
+    config_path = run_dir / LAST_DIR / CONFIG_FILE
     last = json.loads(config_path.read_text()) if config_path.is_file() else {}
     found = (last.get("epochs_trained"), last.get("steps"))
     if found != (counters.epoch, counters.step):

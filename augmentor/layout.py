@@ -1,0 +1,9 @@
+"""File names of a checkpoint folder, owned here so that torch-free readers (the manifest's ``model_id``, the
+CLIs' argument checks) and the writers in :mod:`augmentor.training.checkpoints` share one definition."""
+
+from __future__ import annotations
+
+MODEL_FILE = "model.safetensors"  # the weights (or, sharded, model-00001-of-0000N.safetensors + INDEX_FILE)
+INDEX_FILE = "model.safetensors.index.json"  # sharded weights: {"metadata": ..., "weight_map": {tensor: file}}
+CONFIG_FILE = "config.json"  # format, version, architecture and training metadata; rebuilds the model
+SHARD_GLOB = "model-*-of-*.safetensors"  # the files of sharded weights
