@@ -460,6 +460,7 @@ def test_finetune_arcface_dlib_step_lowers_loss(real_shards):
     assert float(last) < float(first)
 
 
+@pytest.mark.slow  # a Ray Train cluster of two workers
 @pytest.mark.ray
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own deprecated settings
 def test_ray_train_two_cpu_workers(tmp_path, real_shards, fake_manifest):

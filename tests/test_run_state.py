@@ -89,10 +89,10 @@ def test_a_folder_set_is_replaced_all_or_nothing(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x", "y"]  # nothing staged is left behind
 
 
-def test_a_checkpoint_is_never_left_without_weights(tmp_path, monkeypatch):
+def test_a_checkpoint_is_never_left_without_weights(tmp_path, monkeypatch, tiny_widths):
     """Bug: write_checkpoint deleted model.safetensors before writing the new one."""
-    old = Cascade(CascadeConfig(widths={r: 4 for r in (4, 8, 16, 32, 64, 128)}))
-    new = Cascade(CascadeConfig(widths={r: 4 for r in (4, 8, 16, 32, 64, 128)}))
+    old = Cascade(CascadeConfig(widths=dict(tiny_widths)))
+    new = Cascade(CascadeConfig(widths=dict(tiny_widths)))
     folder = save_generator(old, tmp_path / "checkpoint", {"which": "old"})
     (folder / "README.md").write_text("kept")
     for n in (1, 2, 3):
