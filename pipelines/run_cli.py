@@ -125,7 +125,7 @@ def run(
       augmentor run --address auto --dataset celeba --root /shared/celeba --model CKPT --out /shared/aug
     """
     from augmentor.hallucinator import default_weights
-    from pipelines.augment import format_summary
+    from pipelines.augment import JobFailedError, format_summary
     from pipelines.augment import run as run_pipeline
     from pipelines.plan import RunSettings, prepare
 
@@ -166,7 +166,7 @@ def run(
             click.echo(json.dumps(_dry_run_report(prepared, settings), indent=2))
             return
         summary = run_pipeline(table, settings, limit, extra)
-    except (ConnectionError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (ConnectionError, FileNotFoundError, ValueError, JobFailedError) as exc:  # not a bug's RuntimeError
         raise click.ClickException(str(exc)) from exc
     click.echo(format_summary(summary))
     if preview:
