@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from augmentor.cli import main
 from augmentor.datasets.paths import hashed_name, image_path, is_verbatim, output_stems, safe_name
+from augmentor.locking import LOCK_FILE
 from augmentor.manifest import (
     MANIFEST_FILE,
     MANIFEST_SCHEMA,
@@ -282,7 +283,7 @@ def test_end_to_end(ray_session, tiny_checkpoints, lfw_tree, tmp_path, masker):
         inside = face.mask.astype(bool)
         assert image.shape == (128, 128, 3) and np.array_equal(image[inside], face.aligned[inside])
     assert sorted(p.name for p in out.iterdir()) == [
-        "images", "manifest.parquet", "preview.png", "run.json", "summary.json"
+        LOCK_FILE, "images", "manifest.parquet", "preview.png", "run.json", "summary.json"
     ]  # fmt: skip
     sheet = decode_png((out / "preview.png").read_bytes())
     assert sheet.shape == (3 * 128, 3 * 128, 3)  # 3 ok faces x (original | masked | copy 0)

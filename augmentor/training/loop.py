@@ -81,31 +81,26 @@ class Trainer(ValidationMixin):
         self.val_set = self.faces.subset(val_idx) if len(val_idx) else None
         self.generator = Cascade(cfg.model).to(self.device)
         self.discriminators = Discriminators(cfg.model).to(self.device)
-        self.loss = CascadeLoss(cfg.loss).to(self.device)
+        self.bf16 = cfg.bf16 and native_bf16(self.device)
+        self.loss = CascadeLoss(cfg.loss, bf16=self.bf16).to(self.device)
         self.channels_last = cfg.channels_last
         if self.channels_last:
             for m in (self.generator, self.discriminators, self.loss):
                 m.to(memory_format=torch.channels_last)
         self.opt_g = adam(self.generator.parameters(), cfg.lr_g, cfg.betas, cfg.fused_adam)
         self.opt_d = adam(self.discriminators.parameters(), cfg.lr_d, cfg.betas, cfg.fused_adam)
-        self.bf16 = cfg.bf16 and native_bf16(self.device)
-        if self.loss.face is not None:
-            self.loss.face.autocast = self._autocast
         self.counters = RunCounters()
         # The training faces live on the device as uint8: one gather per batch, no loader processes.
         self.train_images = self.train_set.images.to(self.device)
         self.train_masks = self.train_set.masks.to(self.device)
         self.train_valid = self.train_set.valid.to(self.device)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast for the networks where the device runs bf16 natively (losses opt out inside)."""
+    @property
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """A fresh bf16 autocast for the networks where the device runs bf16 natively (losses opt out inside)."""
         if self.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
-
-    @property
-    def autocast(self) -> contextlib.AbstractContextManager:
-        return self._autocast()
 
     # --- schedule ---------------------------------------------------------------------------------------------
     def active(self, epoch: int, progress: float) -> tuple[int, float]:

@@ -100,7 +100,7 @@ def save_identity_weights(path: str | Path, dat: str | Path | None = None) -> Pa
     """
     from safetensors.torch import save_file
 
-    from augmentor.identity.network import MODEL_FILE, read_dlib_resnet
+    from augmentor.identity.network import DAT_FILE, read_dlib_resnet
 
     state = {}
     for name, array in read_dlib_resnet(dat).items():
@@ -110,7 +110,7 @@ def save_identity_weights(path: str | Path, dat: str | Path | None = None) -> Pa
             raise ValueError(f"{name} overflows fp16")
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata={"format": "dlib-face-resnet", "source": MODEL_FILE, "dtype": "float16"})
+    save_file(state, str(tmp), metadata={"format": "dlib-face-resnet", "source": DAT_FILE, "dtype": "float16"})
     tmp.replace(path)
     return path
 
