@@ -59,7 +59,7 @@ def replace_folders(
 def _roll_forward(root: Path, stage: Path) -> None:
     """Move every folder of a complete stage into place (the replaced ones via ``<stage>.old``), then tidy up."""
     old = _old(stage)
-    for name in (stage / COMPLETE).read_text().split():
+    for name in (stage / COMPLETE).read_text().splitlines():
         new, target = stage / name, root / name
         if not new.exists():  # moved before a crash
             continue

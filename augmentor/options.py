@@ -27,6 +27,18 @@ def _stack(*options: Decorator) -> Decorator:
     return apply
 
 
+def folder_option(*decls: str, help: str, metavar: str = "DIR", required: bool = False, default=None) -> Decorator:
+    """An option naming an existing folder, passed as a ``Path``."""
+    kind = click.Path(exists=True, file_okay=False, path_type=Path)
+    return click.option(*decls, type=kind, required=required, default=default, metavar=metavar, help=help)
+
+
+def file_option(*decls: str, help: str, metavar: str = "FILE", required: bool = False) -> Decorator:
+    """An option naming an existing file, passed as a ``Path`` (default None)."""
+    kind = click.Path(exists=True, dir_okay=False, path_type=Path)
+    return click.option(*decls, type=kind, required=required, default=None, metavar=metavar, help=help)
+
+
 def dataset_options(command: Callable | None = None, *, default: str | None = None) -> Callable:
     """The options that pick a dataset listing: --dataset, --root and the adapters' own options.
 
@@ -50,10 +62,8 @@ def dataset_options(command: Callable | None = None, *, default: str | None = No
             metavar="PATH",
             help="Dataset root folder (for 'list': the TSV/CSV/Parquet list file).",
         ),
-        click.option(
+        file_option(
             "--identities",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            default=None,
             metavar="TXT",
             help="celeba only: the identity_CelebA.txt file, if it is not next to the images.",
         ),
@@ -99,14 +109,7 @@ def load_listing(
 def config_options(config_help: str, set_help: str, *, config_param: str = "config_path") -> Decorator:
     """``--config YAML`` and the repeatable ``--set KEY=VALUE`` override, passed as ``config_path, overrides``."""
     return _stack(
-        click.option(
-            "--config",
-            config_param,
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            default=None,
-            metavar="YAML",
-            help=config_help,
-        ),
+        file_option("--config", config_param, metavar="YAML", help=config_help),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=set_help),
     )
 
@@ -137,11 +140,9 @@ def out_root_option(command: Callable) -> Callable:
 
 def resume_option(command: Callable) -> Callable:
     """``--resume RUN_DIR`` (passed as ``resume_dir``)."""
-    return click.option(
+    return folder_option(
         "--resume",
         "resume_dir",
-        type=click.Path(exists=True, file_okay=False, path_type=Path),
-        default=None,
         metavar="RUN_DIR",
         help="Continue this run folder from its last finished epoch (its saved config wins).",
     )(command)
@@ -191,13 +192,7 @@ def model_specs_option(help: str, *, metavar: str = "[NAME=]PATH", required: boo
 
 def donors_option(help: str) -> Decorator:
     """``--donors PATH``: an ``augmentor preprocess`` output folder of donor faces, or its ``donor_bank/``."""
-    return click.option(
-        "--donors",
-        type=click.Path(exists=True, file_okay=False, path_type=Path),
-        default=None,
-        metavar="PATH",
-        help=help,
-    )
+    return folder_option("--donors", metavar="PATH", help=help)
 
 
 def address_option(command: Callable) -> Callable:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augmentor.config import from_dict, to_dict
+from augmentor.config import to_dict
 from augmentor.identity.network import CHIP_SIZE
 
 log = logging.getLogger(__name__)
@@ -242,8 +242,6 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
         FileNotFoundError: a file is missing.
         ValueError: the files do not match each other.
     """
-    from augmentor.training.checkpoints import load_weights
+    from augmentor.training.checkpoints import load_checkpoint
 
-    config = read_model_config(directory)
-    net = load_weights(RecognitionNet(from_dict(NetConfig, config["architecture"], "architecture")), directory)
-    return net.to(device).eval(), config
+    return load_checkpoint(directory, FORMAT, FORMAT_VERSION, NetConfig, RecognitionNet, device)

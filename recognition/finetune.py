@@ -26,15 +26,8 @@ import torch.nn.functional as F
 
 from augmentor.config import from_dict, to_dict
 from augmentor.locking import output_lock
-from augmentor.training.run_state import (
-    LAST_DIR,
-    METRICS_FILE,
-    RunCounters,
-    append_metrics,
-    epoch_seed,
-    load_resume,
-    save_resume,
-)
+from augmentor.training import run_state
+from augmentor.training.run_state import RunCounters, epoch_seed
 from recognition.backbone import NetConfig, RecognitionNet, load_init, load_model, save_model
 from recognition.data import DataConfig, FaceData, FaceDataset
 
@@ -243,12 +236,14 @@ class Finetuner:
     def save_resume(self) -> None:
         """Replace ``last/`` (the network) and ``resume/state.pt`` (optimiser, schedule, counters) together."""
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-        save_resume(self.run_dir, self.counters, lambda folder: save_model(self.net, folder, self.meta()), state)
+        run_state.save_resume(
+            self.run_dir, self.counters, lambda folder: save_model(self.net, folder, self.meta()), state
+        )
 
     def load_resume(self) -> None:
         """Continue from ``last/`` and ``resume/state.pt`` (after the last finished epoch, checked to agree)."""
-        self.counters, state = load_resume(self.run_dir, self.device)
-        net, config = load_model(self.run_dir / LAST_DIR, self.device)
+        self.counters, state = run_state.load_resume(self.run_dir, self.device)
+        net, config = load_model(self.run_dir / run_state.LAST_DIR, self.device)
         if config["data"]["fingerprint"] != self.data_summary["fingerprint"]:
             raise ValueError(f"{self.run_dir}: the manifests changed since this run started; start a new run")
         self.net.load_state_dict(net.state_dict())
@@ -318,7 +313,7 @@ class Finetuner:
         if self.rank == 0:
             if improved:
                 save_model(self.net, self.run_dir / "checkpoint", self.meta())
-            append_metrics(self.run_dir, record)
+            run_state.append_metrics(self.run_dir, record)
             self.save_resume()
             log.info(
                 "epoch %d: train loss %.4f acc %.3f, val loss %.4f acc %.3f, %.1f img/s",
@@ -338,7 +333,7 @@ class Finetuner:
 
             if not (self.run_dir / "checkpoint").exists():
                 save_model(self.net, self.run_dir / "checkpoint", self.meta())
-            plot_loss_curves(self.run_dir / METRICS_FILE, self.run_dir / "loss_curves.png")
+            plot_loss_curves(self.run_dir / run_state.METRICS_FILE, self.run_dir / "loss_curves.png")
         return self.run_dir / "checkpoint"
 
 

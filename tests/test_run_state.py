@@ -89,6 +89,13 @@ def test_a_folder_set_is_replaced_all_or_nothing(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x", "y"]  # nothing staged is left behind
 
 
+def test_folder_names_may_hold_spaces(tmp_path):
+    replace_folders(tmp_path, {"a b (c)": _write("one"), "d": _write("one")})
+    replace_folders(tmp_path, {"a b (c)": _write("two"), "d": _write("two")})
+    assert (tmp_path / "a b (c)" / "a.txt").read_text() == "two" and (tmp_path / "d" / "b.txt").read_text() == "two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a b (c)", "d"]
+
+
 def test_a_checkpoint_is_never_left_without_weights(tmp_path, monkeypatch, tiny_widths):
     """Bug: write_checkpoint deleted model.safetensors before writing the new one."""
     old = Cascade(CascadeConfig(widths=dict(tiny_widths)))

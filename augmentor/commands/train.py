@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -11,6 +10,7 @@ from augmentor.options import (
     config_options,
     device_option,
     dry_run_option,
+    folder_option,
     next_run_dir,
     out_root_option,
     resume_option,
@@ -18,13 +18,8 @@ from augmentor.options import (
 
 
 @click.command("train", context_settings={"show_default": True})
-@click.option(
-    "--data",
-    "data_path",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    metavar="DIR",
-    help="Output folder of `augmentor preprocess` (overrides data.path of the config).",
+@folder_option(
+    "--data", "data_path", help="Output folder of `augmentor preprocess` (overrides data.path of the config)."
 )
 @config_options(
     "Training config, e.g. configs/train/cascade.yaml. Default: built-in.",

@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,24 @@ def load_generator(directory: str | Path, device: str | torch.device = "cpu") ->
         FileNotFoundError: a file is missing.
         ValueError: the files do not match each other.
     """
-    config = read_config(directory)
-    model = load_weights(Cascade(from_dict(CascadeConfig, config["architecture"], "architecture")), directory)
-    return model.to(device).eval(), config
+    return load_checkpoint(directory, FORMAT, FORMAT_VERSION, CascadeConfig, Cascade, device)
+
+
+def load_checkpoint(
+    directory: str | Path,
+    fmt: str,
+    version: int,
+    architecture: type,
+    build: Callable[[Any], torch.nn.Module],
+    device: str | torch.device = "cpu",
+) -> tuple[Any, dict[str, Any]]:
+    """Rebuild a module from ``config.json`` (``build(architecture(**config["architecture"]))``), load its weights as
+    float32, and return it in eval mode on ``device`` with the config.
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        ValueError: another format, or files that do not match each other.
+    """
+    config = read_checkpoint_config(directory, fmt, version)
+    module = load_weights(build(from_dict(architecture, config["architecture"], "architecture")), directory)
+    return module.to(device).eval(), config

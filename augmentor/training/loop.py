@@ -25,6 +25,7 @@ from augmentor.config import to_dict
 from augmentor.locking import output_lock
 from augmentor.models import Cascade, Discriminators, image_pyramid, input_pyramid
 from augmentor.precision import native_bf16, pick_device
+from augmentor.training import run_state
 from augmentor.training.checkpoints import load_generator, load_weights, save_generator
 from augmentor.training.data import (
     FaceSet,
@@ -36,14 +37,7 @@ from augmentor.training.data import (
 )
 from augmentor.training.diffaugment import diff_augment
 from augmentor.training.losses import CascadeLoss, d_r1, g_adversarial, g_mode_seeking
-from augmentor.training.run_state import (
-    METRICS_FILE,
-    RunCounters,
-    append_metrics,
-    epoch_seed,
-    load_resume,
-    save_resume,
-)
+from augmentor.training.run_state import RunCounters, epoch_seed
 from augmentor.training.schedule import progressive_stage
 from augmentor.training.train_config import CONFIG_NAME, TrainConfig, adam, load_train_config
 from augmentor.training.validation import ValidationMixin
@@ -308,7 +302,7 @@ class Trainer(ValidationMixin):
             "seconds": round(result.seconds, 3),
             "images_per_second": round(result.steps * cfg.batch_size / result.seconds, 2),
         }
-        append_metrics(self.run_dir, record)
+        run_state.append_metrics(self.run_dir, record)
         self.sample_grid(top, self.run_dir / "samples" / f"epoch_{epoch:04d}.png")
         if cfg.keep_every and epoch % cfg.keep_every == 0:
             save_generator(self.generator, self.run_dir / "epochs" / f"epoch_{epoch:04d}", self._meta())
@@ -321,7 +315,7 @@ class Trainer(ValidationMixin):
         """The best checkpoint (the last generator if no epoch reached the top resolution) and the curves."""
         if not (self.run_dir / "checkpoint").exists():  # e.g. progressive training that never reached the top
             save_generator(self.generator, self.run_dir / "checkpoint", self._meta())
-        metrics_path = self.run_dir / METRICS_FILE
+        metrics_path = self.run_dir / run_state.METRICS_FILE
         plot_loss_curves(metrics_path, self.run_dir / "loss_curves.png")
         plot_gan_curves(metrics_path, self.run_dir / "gan_curves.png")
         return self.run_dir / "checkpoint"
@@ -339,7 +333,7 @@ class Trainer(ValidationMixin):
     def save_resume(self) -> None:
         """Replace ``last/`` (the generator) and ``resume/`` (discriminators, optimisers, counters) together."""
         d_state = {k: v.detach().cpu().contiguous() for k, v in self.discriminators.state_dict().items()}
-        save_resume(
+        run_state.save_resume(
             self.run_dir,
             self.counters,
             lambda folder: save_generator(self.generator, folder, self._meta()),
@@ -349,7 +343,7 @@ class Trainer(ValidationMixin):
 
     def load_resume(self) -> None:
         """Continue after the last finished epoch (``last/`` and ``resume/``, checked to be of the same epoch)."""
-        self.counters, state = load_resume(self.run_dir, self.device)
+        self.counters, state = run_state.load_resume(self.run_dir, self.device)
         generator, _ = load_generator(self.run_dir / "last", self.device)
         self.generator.load_state_dict(generator.state_dict())
         d_file = self.run_dir / "resume" / DISCRIMINATORS_FILE
