@@ -41,7 +41,7 @@ class ManifestError(ValueError):
 
 
 @dataclass
-class DataConfig:
+class RecognitionDataConfig:
     """Which rows are used and how crops are fed to the network."""
 
     image_size: int = 128  # 128, 112, 96 or 64 px; the aligned 128 crop is resized (area), never cropped (context)
@@ -97,7 +97,7 @@ def manifest_kind(path: str | Path) -> str:
     )
 
 
-def read_manifest(path: str | Path) -> pd.DataFrame:
+def read_training_rows(path: str | Path) -> pd.DataFrame:
     """The ok rows of one manifest as ``image_id, identity, kind, png, path``.
 
     ``png`` holds the encoded crop (real rows); ``path`` the image file (hallucinated rows). Pipeline rows are kept
@@ -130,13 +130,13 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     return out
 
 
-def read_manifests(paths: list[str | Path] | tuple[str, ...]) -> pd.DataFrame:
+def read_training_table(paths: list[str | Path] | tuple[str, ...]) -> pd.DataFrame:
     """The union of several manifests, with a ``label`` column: the sorted string identities numbered from 0."""
     if not paths:
         raise ManifestError("no --manifest given")
     frames = []
     for i, path in enumerate(paths):
-        frame = read_manifest(path)
+        frame = read_training_rows(path)
         frame["manifest"] = i
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
@@ -166,7 +166,7 @@ def split_by_source(image_ids: pd.Series | np.ndarray, val_fraction: float, seed
     return pd.Series(ids).isin(set(val_ids.tolist())).to_numpy()
 
 
-def fingerprint(table: pd.DataFrame) -> str:
+def rows_fingerprint(table: pd.DataFrame) -> str:
     """A short hash of the rows used (ids, identities, kinds), to check that a resumed run sees the same data."""
     hashes = pd.util.hash_pandas_object(table[["image_id", "identity", "kind"]], index=False)
     return hashlib.sha1(hashes.to_numpy().tobytes()).hexdigest()[:16]
@@ -231,7 +231,7 @@ class FaceData:
 
     @classmethod
     def load(cls, manifests: list[str] | tuple[str, ...], val_fraction: float, seed: int = 0) -> FaceData:
-        table = read_manifests(list(manifests))
+        table = read_training_table(list(manifests))
         identities = sorted(table["identity"].unique())
         return cls(table, split_by_source(table["image_id"], val_fraction, seed), identities)
 
@@ -267,5 +267,5 @@ class FaceData:
             "train_hallucinated": int((train["kind"] == HALLUCINATED).sum()),
             "val_rows": len(self.val_rows()),
             "val_source_images": int(t.loc[self.is_val, "image_id"].nunique()),
-            "fingerprint": fingerprint(t),
+            "fingerprint": rows_fingerprint(t),
         }

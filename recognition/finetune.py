@@ -29,7 +29,7 @@ from augmentor.locking import output_lock
 from augmentor.training import run_state
 from augmentor.training.run_state import RunCounters, epoch_seed
 from recognition.backbone import NetConfig, RecognitionNet, load_init, load_model, save_model
-from recognition.data import DataConfig, FaceData, FaceDataset
+from recognition.data import FaceData, FaceDataset, RecognitionDataConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class FinetuneConfig:
     manifests: tuple[str, ...] = ()  # preprocess outputs (real) and pipeline manifests (hallucinated)
     init: str = "none"  # none | pretrained (dlib-resnet) | PATH of a local weights file for the trunk
     model: NetConfig = field(default_factory=NetConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: RecognitionDataConfig = field(default_factory=RecognitionDataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     epochs: int = 30  # maximum epochs; training also stops on a validation-loss plateau
     batch_size: int = 64  # per worker; the global batch is batch_size * num_workers

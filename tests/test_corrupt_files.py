@@ -14,7 +14,7 @@ from augmentor.manifest import MANIFEST_SCHEMA, PARTS_DIR, read_manifest, write_
 from augmentor.parquet import CorruptFileError
 from augmentor.preprocessing.shards import read_faces, read_shards
 from pipelines.plan import RunSettings, prepare
-from recognition.data import PIPELINE_COLUMNS, SHARD_COLUMNS, read_manifests
+from recognition.data import PIPELINE_COLUMNS, SHARD_COLUMNS, read_training_table
 
 
 def _truncate(path: Path) -> Path:
@@ -37,7 +37,7 @@ def shards(tmp_path, face_shards) -> Path:
 
 def test_shard_readers_name_the_corrupt_file(shards):
     bad = str(shards / "part-09999.parquet")
-    for read in (lambda: read_shards(shards), lambda: read_faces(shards), lambda: read_manifests([shards])):
+    for read in (lambda: read_shards(shards), lambda: read_faces(shards), lambda: read_training_table([shards])):
         with pytest.raises(CorruptFileError, match=rf"{bad} cannot be read .*rerun `augmentor preprocess`"):
             read()
 
@@ -58,7 +58,7 @@ def test_manifest_readers_name_the_corrupt_part(tmp_path):
     with pytest.raises(CorruptFileError, match=rf"{bad} cannot be read .*rerun `augmentor run` with the same --out"):
         read_manifest(tmp_path)
     with pytest.raises(CorruptFileError, match=rf"{bad}"):
-        read_manifests([tmp_path])
+        read_training_table([tmp_path])
     assert bad.parent.name == PARTS_DIR
 
 

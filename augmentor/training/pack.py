@@ -72,7 +72,7 @@ class PackSummary:
         return sum(self.file_bytes.values()) / 2**20
 
 
-def encode_image(array: np.ndarray, image_format: str, quality: int) -> bytes:
+def encode_pack_image(array: np.ndarray, image_format: str, quality: int) -> bytes:
     """WebP or JPEG bytes of an ``[H, W, 3]`` uint8 RGB array."""
     from PIL import Image
 
@@ -142,7 +142,7 @@ def build_pack(source: str | Path, out: str | Path, config: PackConfig | None = 
     images, masks, error_sum = [], [], 0.0
     for aligned, mask in zip(table["aligned"].to_pylist(), table["mask"].to_pylist(), strict=True):
         original = decode_png(aligned)  # [S, S, 3] uint8
-        encoded = encode_image(original, config.image_format, config.quality)
+        encoded = encode_pack_image(original, config.image_format, config.quality)
         error_sum += float(np.abs(decode_png(encoded).astype(np.int16) - original).mean())
         images.append(encoded)
         masks.append(encode_mask(decode_mask(mask)))
