@@ -124,26 +124,12 @@ def run(
       augmentor run --dataset lfw --root data/lfw/images --method donor --donors runs/pre-celeba --copies 3 --out OUT
       augmentor run --address auto --dataset celeba --root /shared/celeba --model CKPT --out /shared/aug
     """
-    from augmentor.hallucinator import default_weights
     from pipelines.augment import JobFailedError, format_summary
     from pipelines.augment import run as run_pipeline
     from pipelines.plan import RunSettings, prepare
 
     dataset, root, table = load_listing(dataset, root, identities, path_column, identity_column)
-    if method == "donor":
-        if donors is None:
-            raise click.BadParameter("--method donor needs --donors PATH", param_hint="--donors")
-        if model is not None:
-            raise click.BadParameter("--method donor uses no checkpoint; drop --model", param_hint="--model")
-    elif donors is not None:
-        raise click.BadParameter("--donors goes with --method donor", param_hint="--donors")
-    elif model is None:
-        try:
-            model = default_weights()
-        except FileNotFoundError as exc:
-            raise click.ClickException(f"no --model given: {exc}; pass --model PATH") from exc
-    elif not (model / CONFIG_FILE).is_file():
-        raise click.BadParameter(f"{model} is not a checkpoint folder (no config.json)", param_hint="--model")
+    model = _check_source(method, model, donors)
     settings = RunSettings(
         out=out,
         model=model,
@@ -175,6 +161,32 @@ def run(
         sheet = write_preview(out, max_faces=preview)
         if sheet is not None:
             click.echo(f"preview: {sheet}")
+
+
+def _check_source(method: str, model: Path | None, donors: Path | None) -> Path | None:
+    """The checkpoint a cascade run uses (the shipped one by default); None for a donor run.
+
+    Raises:
+        click.BadParameter, click.ClickException: options that do not go together, or no model to use.
+    """
+    from augmentor.hallucinator import default_weights
+
+    if method == "donor":
+        if donors is None:
+            raise click.BadParameter("--method donor needs --donors PATH", param_hint="--donors")
+        if model is not None:
+            raise click.BadParameter("--method donor uses no checkpoint; drop --model", param_hint="--model")
+        return None
+    if donors is not None:
+        raise click.BadParameter("--donors goes with --method donor", param_hint="--donors")
+    if model is None:
+        try:
+            return default_weights()
+        except FileNotFoundError as exc:
+            raise click.ClickException(f"no --model given: {exc}; pass --model PATH") from exc
+    if not (model / CONFIG_FILE).is_file():
+        raise click.BadParameter(f"{model} is not a checkpoint folder (no config.json)", param_hint="--model")
+    return model
 
 
 def _dry_run_report(prepared, settings) -> dict:
