@@ -474,3 +474,13 @@ def test_cli_stays_light_and_checks_its_input(tmp_path, tiny_checkpoints):
     code, text = _run("--out", str(tmp_path / "x"), "--model", str(tiny_checkpoints / "plain"), "--precision", "fp16")
     assert code == 2 and "fp16" in text
     assert not (tmp_path / "x").exists()  # a dry run writes nothing
+
+
+def test_cli_checks_model_and_donors_go_together(tmp_path, tiny_checkpoints):
+    out = ["--out", str(tmp_path / "x"), "-n"]
+    code, text = _run("--method", "donor", *out)
+    assert code == 2 and "needs --donors" in text
+    code, text = _run("--method", "donor", "--donors", str(tmp_path), "--model", str(tiny_checkpoints / "plain"), *out)
+    assert code == 2 and "drop --model" in text
+    code, text = _run("--donors", str(tmp_path), *out)
+    assert code == 2 and "goes with --method donor" in text
