@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,11 +125,27 @@ def _assert_consistent(run: Path, cfg, weights: dict[int, dict]) -> None:
         torch.testing.assert_close(v, w, msg=k)
 
 
-def test_a_trainer_killed_mid_save_resumes_consistently(tiny_config, tmp_path, monkeypatch):
-    """Bug: last/, the discriminators and state.pt were three separate writes, and a resume never compared them."""
-    cfg = dataclasses.replace(tiny_config, epochs=1, max_steps_per_epoch=1)
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory, face_shards):
+    """(config, run folder) of configs/train/tiny.yaml trained for one step; tests take a copy (:func:`_copy`)."""
+    from augmentor.config import load_config
+    from augmentor.training.loop import TrainConfig
+
+    overrides = [f"data.path={face_shards}", "device=cpu", "epochs=1", "max_steps_per_epoch=1"]
+    cfg = load_config(TrainConfig, ROOT / "configs" / "train" / "tiny.yaml", overrides)
+    run = tmp_path_factory.mktemp("one_epoch") / "run"
     train(cfg, run)
+    return cfg, run
+
+
+def _copy(one_epoch, tmp_path: Path) -> tuple:
+    cfg, run = one_epoch
+    return cfg, Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def test_a_trainer_killed_mid_save_resumes_consistently(one_epoch, tmp_path, monkeypatch):
+    """Bug: last/, the discriminators and state.pt were three separate writes, and a resume never compared them."""
+    cfg, run = _copy(one_epoch, tmp_path)
     trainer = Trainer(cfg, run)
     trainer.load_resume()
     first = dataclasses.replace(trainer.counters)
@@ -157,14 +174,13 @@ def test_a_trainer_killed_mid_save_resumes_consistently(tiny_config, tmp_path, m
         _assert_consistent(run, cfg, weights)
 
 
-def test_a_resume_refuses_folders_of_different_epochs(tiny_config, tmp_path):
+def test_a_resume_refuses_folders_of_different_epochs(one_epoch, tmp_path):
     """What an older augmentor killed mid-save left: last/ of epoch 2, resume/ of epoch 1."""
-    cfg = dataclasses.replace(tiny_config, epochs=1, max_steps_per_epoch=1)
-    train(cfg, tmp_path)
-    config = json.loads((tmp_path / "last" / "config.json").read_text())
-    (tmp_path / "last" / "config.json").write_text(json.dumps({**config, "epochs_trained": 2}))
+    _, run = _copy(one_epoch, tmp_path)
+    config = json.loads((run / "last" / "config.json").read_text())
+    (run / "last" / "config.json").write_text(json.dumps({**config, "epochs_trained": 2}))
     with pytest.raises(ValueError, match="last/ holds epoch 2 .* epoch 1"):
-        load_resume(tmp_path, "cpu")
+        load_resume(run, "cpu")
 
 
 KILLER = """
@@ -196,10 +212,8 @@ trainer.save_resume()
 
 @pytest.mark.slow
 @pytest.mark.parametrize("n", [2, 5])  # while the folders are staged / between renaming them into place
-def test_a_real_kill_between_the_steps_of_a_save(tiny_config, tmp_path, face_shards, n):
-    cfg = dataclasses.replace(tiny_config, epochs=1, max_steps_per_epoch=1)
-    run = tmp_path / "run"
-    train(cfg, run)
+def test_a_real_kill_between_the_steps_of_a_save(one_epoch, tmp_path, face_shards, n):
+    cfg, run = _copy(one_epoch, tmp_path)
     before, _ = load_generator(run / "last")
     tiny_yaml = ROOT / "configs" / "train" / "tiny.yaml"
     script = textwrap.dedent(KILLER)
