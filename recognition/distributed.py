@@ -13,6 +13,7 @@ from pathlib import Path
 
 from augmentor.config import from_dict, to_dict
 from augmentor.locking import output_lock
+from augmentor.training import run_state
 from recognition.finetune import FinetuneConfig, resolve_manifests, write_run_config
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,9 @@ def _fit(
     from ray.train.torch import TorchTrainer
 
     cfg = resolve_manifests(cfg)
-    if not resume:
+    if resume:
+        run_state.settle(run_dir)  # here, once, before the workers read it
+    else:
         write_run_config(cfg, run_dir, {"num_workers": num_workers, "use_gpu": use_gpu, "address": address})
     if not ray.is_initialized():
         ray.init(address=address)

@@ -121,6 +121,17 @@ def save_resume(
     replace_folders(run_dir, {LAST_DIR: write_last, RESUME_DIR: write_resume}, stage_name=STAGE)
 
 
+def settle(run_dir: Path) -> bool:
+    """Finish or drop a save that a crash interrupted (what :func:`load_resume` does first); True if there was one.
+
+    Where several processes resume one run (data-parallel workers), one of them settles it before the others start.
+    """
+    if recover_folders(run_dir, STAGE):
+        log.info("%s: settled the save that a crash interrupted", run_dir)
+        return True
+    return False
+
+
 def load_resume(run_dir: Path, device: torch.device | str) -> tuple[RunCounters, dict[str, Any]]:
     """The counters and the saved ``state.pt`` of a run, after checking that ``last/`` is of the same epoch.
 
@@ -129,8 +140,7 @@ def load_resume(run_dir: Path, device: torch.device | str) -> tuple[RunCounters,
         ValueError: ``last/`` and ``resume/`` disagree (a folder written by an older augmentor and killed mid-save).
     """
     run_dir = Path(run_dir)
-    if recover_folders(run_dir, STAGE):
-        log.info("%s: settled the save that a crash interrupted", run_dir)
+    settle(run_dir)
     path = run_dir / RESUME_DIR / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: no finished epoch to resume from in {run_dir}")
