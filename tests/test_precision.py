@@ -119,4 +119,3 @@ def test_every_precision_option_has_the_one_help_text():
     for command in ("run",):  # evaluate joins when it uses augmentor.options.precision_option
         text = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
         assert " ".join(P.PRECISION_HELP.split()) in text, command
-

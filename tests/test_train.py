@@ -218,4 +218,3 @@ def test_cli_train_takes_any_folder_name(face_shards, tmp_path, monkeypatch, fol
     result = CliRunner().invoke(main, ["train", "--data", folder, "--out", "runs", "-n"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["data"]["path"] == folder
-
