@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-fast lint clean
 
 install: $(STAMP)
 
@@ -23,8 +23,12 @@ demo: $(STAMP)
 	$(VENV)/bin/augmentor run --out $(DEMO_OUT)
 	@echo "open $(DEMO_OUT)/preview.png (original | masked | hallucinated), images in $(DEMO_OUT)/images"
 
+# Every test; test-fast leaves out the ones marked slow (Ray clusters, kill tests, whole-model passes).
 test: $(STAMP)
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check augmentor pipelines recognition tests benchmarks

@@ -84,8 +84,20 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> T:
     """Load ``cls`` from a YAML or JSON file, then apply ``key.sub=value`` overrides (values parsed as YAML).
+
+    Args:
+        cls: The config dataclass.
+        path: A YAML or JSON file (None: the defaults).
+        overrides: ``key.sub=value`` strings (``--set``); each value is parsed as YAML.
+        values: ``{"key.sub": value}`` applied last and taken as they are: what a typed CLI option gives (a folder
+            named ``2024`` or ``yes`` stays a string).
 
     Raises:
         ConfigError: unknown keys, bad types, a malformed override or an unreadable file.
@@ -106,4 +118,6 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise ConfigError(f"override {item!r} must look like key=value")
         key, raw = item.split("=", 1)
         _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    for key, value in (values or {}).items():
+        _set_dotted(data, key, value)
     return from_dict(cls, data)

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from augmentor.layout import CONFIG_FILE
 from augmentor.models import input_pyramid
-from augmentor.precision import autocast, check_precision, pick_device
+from augmentor.precision import autocast, pick_device, resolve_precision
 from augmentor.training.checkpoints import load_generator
 from augmentor.training.data import to_model_range, to_uint8
 
@@ -25,7 +26,7 @@ def default_weights() -> Path:
     Raises:
         FileNotFoundError: it is missing from this install (the message says how to get it).
     """
-    if not (DEFAULT_WEIGHTS / "config.json").is_file():
+    if not (DEFAULT_WEIGHTS / CONFIG_FILE).is_file():
         raise FileNotFoundError(
             f"the shipped default model is missing from this install ({DEFAULT_WEIGHTS}): reinstall augmentor from "
             "a full clone, or pass the checkpoint/ folder of an `augmentor train` run"
@@ -43,19 +44,17 @@ class Hallucinator:
     """
 
     def __init__(
-        self, model, config: dict, device: str | torch.device = "cpu", batch_size: int = 64, precision: str = "auto"
+        self, model, config: dict, device: str | torch.device = "cpu", batch_size: int = 64, precision: str = "fp32"
     ):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config
         self.batch_size = batch_size
-        # auto: bf16 autocast on CUDA; fp32 on CPU, so quality figures do not depend on the CPU's instruction set
-        auto = "bf16" if self.device.type == "cuda" else "fp32"
-        self.precision = auto if check_precision(precision) == "auto" else precision
+        self.precision = resolve_precision(precision, self.device)  # fp32 or bf16, never auto: what runs
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path | None = None, device: str = "auto", batch_size: int = 64, precision: str = "auto"
+        cls, path: str | Path | None = None, device: str = "auto", batch_size: int = 64, precision: str = "fp32"
     ) -> Hallucinator:
         """Load a checkpoint folder (``model.safetensors`` + ``config.json``).
 
@@ -63,15 +62,16 @@ class Hallucinator:
             path: Checkpoint folder; None loads the weights shipped in the package.
             device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
             batch_size: Faces per forward pass.
-            precision: ``fp32``, ``bf16`` (autocast; see :mod:`augmentor.precision`), or ``auto``: bf16 on CUDA,
-                fp32 on CPU. ``bf16`` is about 1.6x faster on CPUs with AVX512-BF16 or AMX.
+            precision: ``fp32`` (the default: figures that do not depend on the instruction set), ``bf16``
+                (autocast), or ``auto``: bf16 where the device runs it natively, else fp32 (the one meaning of
+                :func:`augmentor.precision.resolve_precision`). :attr:`precision` holds the resolved value.
 
         Raises:
             FileNotFoundError: no checkpoint there (the message says how to get one).
             ValueError: unknown precision.
         """
         path = Path(path) if path is not None else default_weights()
-        if not (path / "config.json").is_file():
+        if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(
                 f"no augmentor checkpoint at {path} (pass the checkpoint/ folder of an `augmentor train` run)"
             )

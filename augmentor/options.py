@@ -1,7 +1,7 @@
 """Option sets shared by several commands, defined once: every CLI (core, pipelines, recognition) uses these.
 
 Each factory returns a click decorator. Commands differ only in help text or default, which the factories take.
-Importing this module imports click alone.
+Importing this module imports click alone (and the torch-free :mod:`augmentor.precision` constants).
 """
 
 from __future__ import annotations
@@ -27,6 +27,18 @@ def _stack(*options: Decorator) -> Decorator:
     return apply
 
 
+def folder_option(*decls: str, help: str, metavar: str = "DIR", required: bool = False, default=None) -> Decorator:
+    """An option naming an existing folder, passed as a ``Path``."""
+    kind = click.Path(exists=True, file_okay=False, path_type=Path)
+    return click.option(*decls, type=kind, required=required, default=default, metavar=metavar, help=help)
+
+
+def file_option(*decls: str, help: str, metavar: str = "FILE", required: bool = False) -> Decorator:
+    """An option naming an existing file, passed as a ``Path`` (default None)."""
+    kind = click.Path(exists=True, dir_okay=False, path_type=Path)
+    return click.option(*decls, type=kind, required=required, default=None, metavar=metavar, help=help)
+
+
 def dataset_options(command: Callable | None = None, *, default: str | None = None) -> Callable:
     """The options that pick a dataset listing: --dataset, --root and the adapters' own options.
 
@@ -50,10 +62,8 @@ def dataset_options(command: Callable | None = None, *, default: str | None = No
             metavar="PATH",
             help="Dataset root folder (for 'list': the TSV/CSV/Parquet list file).",
         ),
-        click.option(
+        file_option(
             "--identities",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            default=None,
             metavar="TXT",
             help="celeba only: the identity_CelebA.txt file, if it is not next to the images.",
         ),
@@ -99,14 +109,7 @@ def load_listing(
 def config_options(config_help: str, set_help: str, *, config_param: str = "config_path") -> Decorator:
     """``--config YAML`` and the repeatable ``--set KEY=VALUE`` override, passed as ``config_path, overrides``."""
     return _stack(
-        click.option(
-            "--config",
-            config_param,
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            default=None,
-            metavar="YAML",
-            help=config_help,
-        ),
+        file_option("--config", config_param, metavar="YAML", help=config_help),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=set_help),
     )
 
@@ -137,11 +140,9 @@ def out_root_option(command: Callable) -> Callable:
 
 def resume_option(command: Callable) -> Callable:
     """``--resume RUN_DIR`` (passed as ``resume_dir``)."""
-    return click.option(
+    return folder_option(
         "--resume",
         "resume_dir",
-        type=click.Path(exists=True, file_okay=False, path_type=Path),
-        default=None,
         metavar="RUN_DIR",
         help="Continue this run folder from its last finished epoch (its saved config wins).",
     )(command)
@@ -175,6 +176,46 @@ def progress_option(help: str = "Show a progress bar.") -> Decorator:
 def dry_run_option(help: str = "Print the resolved settings, then stop.") -> Decorator:
     """``-n/--dry-run``."""
     return click.option("-n", "--dry-run", is_flag=True, help=help)
+
+
+def model_option(help: str) -> Decorator:
+    """``--model PATH``: one checkpoint folder (default None: the command picks one)."""
+    return click.option(
+        "--model", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="PATH", help=help
+    )
+
+
+def model_specs_option(help: str, *, metavar: str = "[NAME=]PATH", required: bool = False) -> Decorator:
+    """``--model [NAME=]PATH``, repeatable: labelled models to compare (passed as ``model_specs``)."""
+    return click.option("--model", "model_specs", multiple=True, required=required, metavar=metavar, help=help)
+
+
+def donors_option(help: str) -> Decorator:
+    """``--donors PATH``: an ``augmentor preprocess`` output folder of donor faces, or its ``donor_bank/``."""
+    return folder_option("--donors", metavar="PATH", help=help)
+
+
+def address_option(command: Callable) -> Callable:
+    """``--address``: the Ray cluster to join."""
+    return click.option(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="Ray cluster to join: auto (the cluster `ray start` made on this node), HOST:6379 or ray://HOST:10001. "
+        "Default: start a local Ray.",
+    )(command)
+
+
+def seed_option(help: str) -> Decorator:
+    """``--seed INT`` (default 0)."""
+    return click.option("--seed", type=int, default=0, metavar="INT", help=help)
+
+
+def precision_option(what: str, *, default: str = "auto") -> Decorator:
+    """``--precision``: fp32, bf16 or auto, with the one meaning of auto (:mod:`augmentor.precision`)."""
+    from augmentor.precision import PRECISION_HELP, PRECISIONS
+
+    return click.option("--precision", type=click.Choice(PRECISIONS), default=default, help=f"{what} {PRECISION_HELP}")
 
 
 def next_run_dir(root: Path, desc: str) -> Path:

@@ -1,5 +1,10 @@
 """Inference precision: fp32, or bf16 autocast where the hardware runs it natively.
 
+``auto`` has one meaning everywhere (the pipeline, the :class:`~augmentor.hallucinator.Hallucinator`, evaluation):
+bf16 wherever :func:`native_bf16` holds (CUDA with bf16; CPUs with AVX512-BF16 or AMX), fp32 elsewhere. It is
+resolved once, by :func:`resolve_precision`, and what is recorded (``run.json``'s plan, metrics) is the resolved
+value. :data:`PRECISION_HELP` is the one help text of every ``--precision`` option.
+
 bf16 changes the hallucinated pixels by a grey level or two (measured on 64 CelebA faces with the shipped model:
 mean 0.19, max 3 of 255) and the match score by under 0.01, and makes batched inference about 1.6x faster on CPUs
 with AVX512-BF16 or AMX, and faster still on GPUs. On CPUs without native bf16, autocast is emulated and slower.
@@ -8,14 +13,22 @@ with AVX512-BF16 or AMX, and faster still on GPUs. On CPUs without native bf16, 
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
+PRECISION_HELP = (
+    "auto: bf16 where the device runs it natively (GPUs with bf16, CPUs with AVX512-BF16 or AMX), about 1.6x faster "
+    "there and within a grey level or two of fp32; fp32 elsewhere. The resolved value is recorded."
+)
 
 
 def pick_device(name: str) -> torch.device:
     """``auto`` (CUDA when available, else the CPU) or any torch device name."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -26,6 +39,8 @@ def native_bf16(device: torch.device | str) -> bool:
 
     For CUDA, a process that sees no GPU (a cluster's CPU-only head node planning for GPU workers) assumes yes.
     """
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
@@ -55,6 +70,8 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 
 def autocast(precision: str, device: torch.device | str):
     """A context that runs its ops in bf16 when ``precision`` is ``bf16`` (outputs may then be bf16), else nothing."""
+    import torch
+
     if check_precision(precision) == "auto":
         raise ValueError("resolve 'auto' with resolve_precision() first")
     if precision == "fp32":

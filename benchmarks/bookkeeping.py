@@ -163,8 +163,8 @@ def crash(prepared, out: Path, rows: int, model_id: str) -> list[float]:
     """What a run killed after ``rows`` rows leaves: one part per batch of :data:`PART_ROWS`, merged every
     ``MERGE_EVERY_ROWS`` rows as the driver does, killed just before a merge (the most parts left). Returns the
     seconds of each merge."""
+    from augmentor.manifest import merge_parts
     from pipelines import augment
-    from pipelines.manifest import merge_parts
     from pipelines.plan import check_run_file
 
     check_run_file(out, prepared.info)
@@ -213,8 +213,8 @@ def main() -> None:
 
     from augmentor.datasets.adapters import load_dataset
     from augmentor.hallucinator import DEFAULT_WEIGHTS
+    from augmentor.manifest import part_paths
     from pipelines import augment
-    from pipelines.manifest import part_paths
     from pipelines.plan import RunSettings, prepare
 
     if args.merge_every:

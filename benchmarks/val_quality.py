@@ -22,7 +22,7 @@ from augmentor.evaluation.baselines import BASELINES, fill_all
 from augmentor.evaluation.evaluate import EvalSettings, Scorer
 from augmentor.hallucinator import Hallucinator
 from augmentor.training.data import load_faces, split_by_identity
-from augmentor.training.loop import load_run_config
+from augmentor.training.loop import load_train_config
 
 COLUMNS = ("match", "ssim", "face_perceptual", "dlib_l2", "fid_face")
 
@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_grad_enabled(False)
-    cfg = load_run_config(args.run)
+    cfg = load_train_config(args.run)
     if args.data:
         cfg.data.path = str(args.data)
     faces = load_faces(cfg.data)

@@ -29,8 +29,9 @@ from typing import Any
 
 import pandas as pd
 
+from augmentor.locking import output_lock
+from augmentor.manifest import MANIFEST_FILE, PARTS_DIR, consolidate, merge_parts, remove_temporary, write_part
 from pipelines.donor import DonorPredictAndWrite, DonorPredictor
-from pipelines.manifest import MANIFEST_FILE, PARTS_DIR, consolidate, merge_parts, remove_temporary, write_part
 from pipelines.plan import ResourcePlan, RunSettings, check_run_file, count_rows, plan_resources, prepare
 from pipelines.stages import STAGING_DIR, MaskStage, PredictAndWrite, Predictor, copies_of, noise_seed, write_batch
 
@@ -46,6 +47,10 @@ MISSING = "missing"  # manifest status of a listed file not on disk
 MISSING_REASON = "missing: listed, but not on disk when the run was planned"
 MISSING_PART_ROWS = 4096  # rows per manifest part of missing files
 MERGE_EVERY_ROWS = 10_000  # the driver merges the parts written since the last merge every this many rows
+
+
+class JobFailedError(RuntimeError):
+    """The Ray job failed, or finished without every row; a rerun with the same output folder continues."""
 
 
 @dataclass
@@ -109,8 +114,15 @@ def run(
 
     Raises:
         FileNotFoundError, ValueError: bad input (see :func:`prepare`).
-        RuntimeError: the Ray job failed; what was written is kept, and a rerun continues from there.
+        JobFailedError: the Ray job failed or left rows out; what was written is kept, and a rerun continues.
+        augmentor.locking.FolderInUseError: another process is writing to ``settings.out``.
     """
+    with output_lock(settings.out, "augmentor run"):  # a second run on the folder is refused, not run twice
+        return _run(table, settings, limit, extra)
+
+
+def _run(table: pd.DataFrame, settings: RunSettings, limit: int | None, extra: dict[str, Any] | None) -> RunSummary:
+    """:func:`run`, holding the output folder's lock."""
     prepared = prepare(table, settings, limit, extra)
     out = settings.out
     check_run_file(out, {**prepared.info, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -191,7 +203,7 @@ def _check_complete(listing: pd.DataFrame, manifest: pd.DataFrame, copies: int) 
     found = manifest.loc[manifest["copy"].between(0, copies - 1), "image_id"].value_counts()
     missing = int(copies * len(listing) - listing["image_id"].map(found).fillna(0).sum())
     if missing:
-        raise RuntimeError(f"{missing} image x copy rows are missing from the manifest; rerun to complete it")
+        raise JobFailedError(f"{missing} image x copy rows are missing from the manifest; rerun to complete it")
 
 
 def _build_bank(settings: RunSettings) -> None:
@@ -240,71 +252,104 @@ def _plan(settings: RunSettings) -> ResourcePlan:
 def _execute(todo: pd.DataFrame, summary: RunSummary, settings: RunSettings, weights_id: str) -> None:
     """Build and drain the Ray Data pipeline, filling in the rows written and the timings of ``summary``."""
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
     from tqdm import tqdm
 
-    context = DataContext.get_current()
-    quiet = {"enable_progress_bars": False, "print_on_execution_start": False, "enable_auto_log_stats": False}
-    saved = {name: getattr(context, name) for name in quiet}
-    for name, value in quiet.items():
-        setattr(context, name, value)
-    # Ray Data logs progress at INFO to the console and everything to its session log file; keep only the file.
-    consoles = [(h, h.level) for h in logging.getLogger("ray.data").handlers if not isinstance(h, logging.FileHandler)]
-    for handler, _ in consoles:
-        handler.setLevel(logging.ERROR)
     plan = summary.plan
-    rows_todo = count_rows(todo)
-    summary.stages = stats = {
+    summary.stages = {
         "mask": StageStats(actors=plan.mask_actors),
         "hallucinate": StageStats(actors=plan.predictor_actors),
         "write": StageStats(actors=plan.predictor_actors if plan.fused_write else None),
     }
-    bar = tqdm(total=rows_todo, unit="img", desc="augment", disable=not settings.progress)
+    bar = tqdm(total=count_rows(todo), unit="img", desc="augment", disable=not settings.progress)
+    try:
+        with _quiet_ray_data():
+            _drain(_dataset(todo, settings, plan, weights_id), summary, settings.out, bar)
+    except ray.exceptions.RayError as exc:
+        message = str(exc).strip().splitlines()[0][:500]
+        raise JobFailedError(f"the Ray job failed ({type(exc).__name__}: {message}); rerun to resume") from exc
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
+def _quiet_ray_data():
+    """No Ray Data progress bars or console logs (its session log file keeps everything); restored on exit."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    quiet = {"enable_progress_bars": False, "print_on_execution_start": False, "enable_auto_log_stats": False}
+    saved = {name: getattr(context, name) for name in quiet}
+    consoles = [(h, h.level) for h in logging.getLogger("ray.data").handlers if not isinstance(h, logging.FileHandler)]
+    try:
+        for name, value in quiet.items():
+            setattr(context, name, value)
+        for handler, _ in consoles:
+            handler.setLevel(logging.ERROR)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(context, name, value)
+        for handler, level in consoles:
+            handler.setLevel(level)
+
+
+def _dataset(todo: pd.DataFrame, settings: RunSettings, plan: ResourcePlan, weights_id: str):
+    """The lazy Ray dataset: masking actors, hallucinating actors, and write tasks unless the actors write."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    ds = ray.data.from_pandas(blocks(todo))
+    ds = ds.map_batches(
+        MaskStage,
+        batch_size=MASK_BATCH,
+        batch_format="numpy",
+        compute=ActorPoolStrategy(size=plan.mask_actors),
+        num_cpus=plan.mask_cpus,
+    )
+    writer = {"out_dir": str(settings.out.resolve()), "image_format": settings.image_format, "model_id": weights_id}
+    predictor = {
+        "copies": settings.copies,
+        "device": plan.device,
+        "batch_size": plan.batch_size,
+        "num_threads": plan.torch_threads,
+        "precision": plan.precision,
+    }
+    if settings.method == "donor":
+        predictor.update(donors=str(settings.donors.resolve()), refine=settings.refine)
+        stages = (DonorPredictAndWrite, DonorPredictor)
+    else:
+        predictor.update(model=str(settings.model.resolve()), seed=settings.seed)
+        stages = (PredictAndWrite, Predictor)
+    ds = ds.map_batches(
+        stages[0] if plan.fused_write else stages[1],
+        batch_size=plan.batch_size,
+        batch_format="numpy",
+        compute=ActorPoolStrategy(size=plan.predictor_actors),
+        num_cpus=plan.predictor_cpus,
+        num_gpus=plan.predictor_gpus,
+        fn_constructor_kwargs={**predictor, **writer} if plan.fused_write else predictor,
+    )
+    if not plan.fused_write:
+        ds = ds.map_batches(
+            write_batch, batch_size=None, batch_format="numpy", num_cpus=plan.write_cpus, fn_kwargs=writer
+        )
+    return ds
+
+
+def _drain(ds, summary: RunSummary, out: Path, bar) -> None:
+    """Pull the written batches through, counting rows and stage times; merge the manifest parts on the side."""
+    stats = summary.stages
     merger = ThreadPoolExecutor(1, thread_name_prefix="merge_parts")  # merges while the loop drains Ray's output
     merging: Future | None = None
     try:
-        ds = ray.data.from_pandas(blocks(todo))
-        ds = ds.map_batches(
-            MaskStage,
-            batch_size=MASK_BATCH,
-            batch_format="numpy",
-            compute=ActorPoolStrategy(size=plan.mask_actors),
-            num_cpus=plan.mask_cpus,
-        )
-        writer = {"out_dir": str(settings.out.resolve()), "image_format": settings.image_format, "model_id": weights_id}
-        predictor = {
-            "copies": settings.copies,
-            "device": plan.device,
-            "batch_size": plan.batch_size,
-            "num_threads": plan.torch_threads,
-            "precision": plan.precision,
-        }
-        if settings.method == "donor":
-            predictor.update(donors=str(settings.donors.resolve()), refine=settings.refine)
-            stages = (DonorPredictAndWrite, DonorPredictor)
-        else:
-            predictor.update(model=str(settings.model.resolve()), seed=settings.seed)
-            stages = (PredictAndWrite, Predictor)
-        ds = ds.map_batches(
-            stages[0] if plan.fused_write else stages[1],
-            batch_size=plan.batch_size,
-            batch_format="numpy",
-            compute=ActorPoolStrategy(size=plan.predictor_actors),
-            num_cpus=plan.predictor_cpus,
-            num_gpus=plan.predictor_gpus,
-            fn_constructor_kwargs={**predictor, **writer} if plan.fused_write else predictor,
-        )
-        if not plan.fused_write:
-            ds = ds.map_batches(
-                write_batch, batch_size=None, batch_format="numpy", num_cpus=plan.write_cpus, fn_kwargs=writer
-            )
         start, first, unmerged = time.perf_counter(), None, 0
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            unmerged += len(batch["image_id"])
+            rows = len(batch["image_id"])
+            unmerged += rows
             if unmerged >= MERGE_EVERY_ROWS and (merging is None or merging.done()):
                 if merging is not None:
                     merging.result()  # raises what the last merge raised
-                merging, unmerged = merger.submit(merge_parts, settings.out), 0  # these rows' parts are written
+                merging, unmerged = merger.submit(merge_parts, out), 0  # these rows' parts are written
             for name in STAGES:
                 stats[name].rows += len(batch[f"{name}_s"])
                 stats[name].busy_s += float(batch[f"{name}_s"].sum())
@@ -312,24 +357,16 @@ def _execute(todo: pd.DataFrame, summary: RunSummary, settings: RunSettings, wei
             if first is None:
                 first = now
             else:
-                summary.steady_rows += len(batch["image_id"])
+                summary.steady_rows += rows
                 summary.steady_seconds = now - first
-            summary.processed += len(batch["image_id"])
-            bar.update(len(batch["image_id"]))
+            summary.processed += rows
+            bar.update(rows)
             rates = " ".join(f"{name}={stats[name].rate:.1f}" for name in STAGES)
             bar.set_postfix_str(f"{rates} end-to-end={summary.processed / (now - start):.1f} img/s")
         if merging is not None:
             merging.result()
-    except ray.exceptions.RayError as exc:
-        message = str(exc).strip().splitlines()[0][:500]
-        raise RuntimeError(f"the Ray job failed ({type(exc).__name__}: {message}); rerun to resume") from exc
     finally:
         merger.shutdown(wait=True)
-        bar.close()
-        for name, value in saved.items():
-            setattr(context, name, value)
-        for handler, level in consoles:
-            handler.setLevel(level)
 
 
 def blocks(todo: pd.DataFrame) -> list[pd.DataFrame]:

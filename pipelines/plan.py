@@ -15,8 +15,8 @@ import pandas as pd
 
 from augmentor.datasets.adapters import files_exist
 from augmentor.datasets.paths import output_stems
+from augmentor.manifest import MANIFEST_FILE, done_keys, identity_labels, model_id, part_paths
 from augmentor.precision import check_precision, resolve_precision
-from pipelines.manifest import MANIFEST_FILE, done_keys, identity_labels, model_id, part_paths
 from pipelines.stages import EXTENSIONS, SIZE
 
 RUN_FILE = "run.json"
@@ -153,7 +153,13 @@ def plan_work(table: pd.DataFrame, copies: int, limit: int | None, done: pd.Data
 
 def count_rows(listing: pd.DataFrame) -> int:
     """Image x copy rows still to make: the set bits of ``todo``."""
-    return int(np.bitwise_count(listing["todo"].to_numpy(np.int64)).sum())
+    return int(set_bits(listing["todo"].to_numpy(np.int64)).sum())
+
+
+def set_bits(values: np.ndarray) -> np.ndarray:
+    """The number of set bits of each int64 (``np.bitwise_count``, which NumPy 1.x lacks: both are supported)."""
+    as_bytes = np.ascontiguousarray(values, dtype="<i8").view(np.uint8).reshape(-1, 8)
+    return np.unpackbits(as_bytes, axis=1).sum(axis=1, dtype=np.int64)
 
 
 def check_run_file(out: Path, info: dict[str, Any], write: bool = True) -> None:
@@ -205,9 +211,12 @@ def _check_method(settings: RunSettings) -> dict[str, str]:
     """What makes the images: ``model`` and ``model_id`` (the checkpoint's, or the donor bank's path and id)."""
     if settings.method == "donor":
         from augmentor.donors import DonorBank
+        from augmentor.parquet import REDO_PREPROCESS, check_files
+        from augmentor.preprocessing.shards import shard_paths
 
         if settings.donors is None:
             raise ValueError("method donor needs a donor folder (--donors PATH)")
+        check_files(shard_paths(settings.donors), REDO_PREPROCESS)  # a truncated shard is named before any work
         bank = DonorBank.identify(settings.donors)
         # the composition is part of what made an image: a rerun with the other one redoes the rows
         return {"model": str(settings.donors.resolve()), "model_id": bank if settings.refine else f"{bank}-plain"}

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
+from augmentor.manifest import read_manifest
 from augmentor.visualize import save_png, tile
-from pipelines.manifest import read_manifest
 
 log = logging.getLogger(__name__)
 

@@ -7,32 +7,32 @@ from pathlib import Path
 
 import click
 
+from augmentor.layout import CONFIG_FILE
 from augmentor.options import (
+    address_option,
     batch_size_option,
     dataset_options,
+    donors_option,
     dry_run_option,
     limit_option,
     load_listing,
+    model_option,
     out_dir_option,
+    precision_option,
     progress_option,
+    seed_option,
     workers_option,
 )
 
 MAX_COPIES = 32  # pipelines.augment.MAX_COPIES
-PRECISIONS = ("auto", "fp32", "bf16")  # augmentor.precision.PRECISIONS
 METHODS = ("cascade", "donor")
 
 
 @click.command("run", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @dataset_options
 @out_dir_option("Output folder: images/, manifest.parquet, run.json. Rerun with the same folder to resume.")
-@click.option(
-    "--model",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    metavar="PATH",
-    help="Checkpoint folder (model.safetensors + config.json), e.g. a training run's checkpoint/. "
-    "Default: the shipped model.",
+@model_option(
+    "Checkpoint folder (model.safetensors + config.json), e.g. a training run's checkpoint/. Default: the shipped model."
 )
 @click.option(
     "--method",
@@ -41,13 +41,9 @@ METHODS = ("cascade", "donor")
     help="cascade: the generator paints the context. donor: each face takes the whole context of a real face of "
     "another identity from --donors (K copies = the K nearest donors; CPU only). See docs/donors.md.",
 )
-@click.option(
-    "--donors",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    metavar="PATH",
-    help="--method donor: an `augmentor preprocess` output folder of donor faces (its donor bank is built there "
-    "once, in donor_bank/), or that donor_bank/ folder.",
+@donors_option(
+    "--method donor: an `augmentor preprocess` output folder of donor faces (its donor bank is built there once, in "
+    "donor_bank/), or that donor_bank/ folder."
 )
 @click.option(
     "--refine/--no-refine",
@@ -70,14 +66,8 @@ METHODS = ("cascade", "donor")
     default="png",
     help="Image file format (JPEG at quality 95).",
 )
-@click.option("--seed", type=int, default=0, metavar="INT", help="Run seed, mixed into every image's noise seed.")
-@click.option(
-    "--address",
-    default=None,
-    metavar="ADDR",
-    help="Ray cluster to join: auto (the cluster `ray start` made on this node), HOST:6379 or ray://HOST:10001. "
-    "Default: start a local Ray.",
-)
+@seed_option("Run seed, mixed into every image's noise seed.")
+@address_option
 @click.option(
     "--num-gpus",
     type=click.IntRange(min=0),
@@ -91,13 +81,7 @@ METHODS = ("cascade", "donor")
 )
 @batch_size_option(None, "Faces per forward pass and per manifest part. Default: 64 on GPU, 16 on CPU.")
 @limit_option("Only the first N images of the listing (sorted by identity, image id).")
-@click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    default="auto",
-    help="Inference precision of the cascade and the match score. auto: bf16 on GPUs and on CPUs with native bf16 "
-    "(AVX512-BF16 or AMX), about 1.6x faster there and within a grey level or two of fp32; fp32 elsewhere.",
-)
+@precision_option("Inference precision of the cascade and the match score.")
 @progress_option("Show a progress bar with per-stage img/s.")
 @click.option(
     "--preview",
@@ -147,26 +131,12 @@ def run(
       augmentor run --dataset lfw --root data/lfw/images --method donor --donors runs/pre-celeba --copies 3 --out OUT
       augmentor run --address auto --dataset celeba --root /shared/celeba --model CKPT --out /shared/aug
     """
-    from augmentor.hallucinator import default_weights
-    from pipelines.augment import format_summary
+    from pipelines.augment import JobFailedError, format_summary
     from pipelines.augment import run as run_pipeline
     from pipelines.plan import RunSettings, prepare
 
     dataset, root, table = load_listing(dataset, root, identities, path_column, identity_column)
-    if method == "donor":
-        if donors is None:
-            raise click.BadParameter("--method donor needs --donors PATH", param_hint="--donors")
-        if model is not None:
-            raise click.BadParameter("--method donor uses no checkpoint; drop --model", param_hint="--model")
-    elif donors is not None:
-        raise click.BadParameter("--donors goes with --method donor", param_hint="--donors")
-    elif model is None:
-        try:
-            model = default_weights()
-        except FileNotFoundError as exc:
-            raise click.ClickException(f"no --model given: {exc}; pass --model PATH") from exc
-    elif not (model / "config.json").is_file():
-        raise click.BadParameter(f"{model} is not a checkpoint folder (no config.json)", param_hint="--model")
+    model = _check_source(method, model, donors)
     settings = RunSettings(
         out=out,
         model=model,
@@ -190,7 +160,7 @@ def run(
             click.echo(json.dumps(_dry_run_report(prepared, settings), indent=2))
             return
         summary = run_pipeline(table, settings, limit, extra)
-    except (ConnectionError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (ConnectionError, FileNotFoundError, ValueError, JobFailedError) as exc:  # not a bug's RuntimeError
         raise click.ClickException(str(exc)) from exc
     click.echo(format_summary(summary))
     if preview:
@@ -199,6 +169,32 @@ def run(
         sheet = write_preview(out, max_faces=preview)
         if sheet is not None:
             click.echo(f"preview: {sheet}")
+
+
+def _check_source(method: str, model: Path | None, donors: Path | None) -> Path | None:
+    """The checkpoint a cascade run uses (the shipped one by default); None for a donor run.
+
+    Raises:
+        click.BadParameter, click.ClickException: options that do not go together, or no model to use.
+    """
+    from augmentor.hallucinator import default_weights
+
+    if method == "donor":
+        if donors is None:
+            raise click.BadParameter("--method donor needs --donors PATH", param_hint="--donors")
+        if model is not None:
+            raise click.BadParameter("--method donor uses no checkpoint; drop --model", param_hint="--model")
+        return None
+    if donors is not None:
+        raise click.BadParameter("--donors goes with --method donor", param_hint="--donors")
+    if model is None:
+        try:
+            return default_weights()
+        except FileNotFoundError as exc:
+            raise click.ClickException(f"no --model given: {exc}; pass --model PATH") from exc
+    if not (model / CONFIG_FILE).is_file():
+        raise click.BadParameter(f"{model} is not a checkpoint folder (no config.json)", param_hint="--model")
+    return model
 
 
 def _dry_run_report(prepared, settings) -> dict:

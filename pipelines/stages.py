@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from augmentor.datasets.paths import image_path
-from pipelines.manifest import write_part
+from augmentor.layout import CROP_SIZE
+from augmentor.manifest import write_part
 
-SIZE = 128  # aligned crop side; the checkpoint must end at this resolution
+SIZE = CROP_SIZE  # the checkpoint must end at the aligned crop's side
 STAGING_DIR = ".staging"  # temporary image files, renamed into images/ when complete
 EXTENSIONS = {"png": "png", "jpeg": "jpg"}
 JPEG_QUALITY = 95

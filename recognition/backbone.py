@@ -18,16 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augmentor.config import from_dict, to_dict
+from augmentor.config import to_dict
+from augmentor.identity.network import CHIP_SIZE
 
 log = logging.getLogger(__name__)
 
 BACKBONES = ("resnet50", "resnet18", "dlib-resnet")
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 FORMAT = "augmentor-recognition"
 FORMAT_VERSION = 1
-DLIB_INPUT = 150  # the dlib face ResNet's chip side
+DLIB_INPUT = CHIP_SIZE  # the dlib face ResNet's chip side
 # Where dlib's 150-px face chip (padding 0.25) lies in our eye-aligned crop, as an affine_grid theta in normalised
 # coordinates (so it holds at 128 and 112 px): the mean of `augmentor.identity.network.face_chip_transform` over 2,000
 # aligned CelebA faces (chip side = 0.573 of the crop, centred at x +0.016, y +0.101; per-face spread ~2.5 px).
@@ -243,8 +242,6 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
         FileNotFoundError: a file is missing.
         ValueError: the files do not match each other.
     """
-    from augmentor.training.checkpoints import load_weights
+    from augmentor.training.checkpoints import load_checkpoint
 
-    config = read_model_config(directory)
-    net = load_weights(RecognitionNet(from_dict(NetConfig, config["architecture"], "architecture")), directory)
-    return net.to(device).eval(), config
+    return load_checkpoint(directory, FORMAT, FORMAT_VERSION, NetConfig, RecognitionNet, device)

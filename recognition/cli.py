@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from augmentor.options import (
+    address_option,
     batch_size_option,
     config_options,
     device_option,
@@ -52,14 +53,6 @@ def _model_label(spec: str) -> tuple[str, str]:
     if not name:
         name = folder.parent.name if folder.name in ("checkpoint", "last") else folder.name
     return name, path
-
-
-def _yaml_value(value: object) -> str:
-    """A CLI value as the YAML text of a ``--set`` override (strings quoted, floats always with a dot)."""
-    if isinstance(value, float):
-        text = repr(value)
-        return text.replace("e", ".0e", 1) if "e" in text and "." not in text else text
-    return json.dumps(value)
 
 
 @click.command("finetune", context_settings={"show_default": True})
@@ -129,7 +122,7 @@ def _yaml_value(value: object) -> str:
     help="Data-parallel Ray Train workers; over 1 (or --address) trains through Ray. Default: 1 (no Ray).",
 )
 @click.option("--use-gpu/--no-use-gpu", default=None, help="Ray Train: one GPU per worker.")
-@click.option("--address", default=None, metavar="ADDR", help="Ray cluster to join (auto, ray://host:10001).")
+@address_option
 @resume_option
 @progress_option()
 @dry_run_option("Print the resolved config and data counts, then stop.")
@@ -175,7 +168,7 @@ def finetune(
     """
     from augmentor.config import ConfigError, load_config, to_dict
     from recognition.data import FaceData, ManifestError
-    from recognition.finetune import FinetuneConfig, load_run_config, resolve_manifests
+    from recognition.finetune import FinetuneConfig, load_finetune_config, resolve_manifests
 
     launch: dict = {}
     if resume_dir is not None:
@@ -186,32 +179,29 @@ def finetune(
                 "--resume takes the run's saved config; give no other settings", param_hint="--resume"
             )
         try:
-            cfg, launch = load_run_config(resume_dir)
+            cfg, launch = load_finetune_config(resume_dir)
         except (FileNotFoundError, ConfigError) as exc:
             raise click.ClickException(str(exc)) from exc
         run_dir = resume_dir
     else:
-        extra = list(overrides)
-        if manifests:
-            extra.append(f"manifests={json.dumps([str(m) for m in manifests])}")
-        for key, value in (
-            ("model.backbone", backbone),
-            ("init", init),
-            ("model.head", loss),
-            ("data.image_size", int(image_size) if image_size else None),
-            ("epochs", epochs),
-            ("batch_size", batch_size),
-            ("optim.name", optimizer),
-            ("optim.lr", lr),
-            ("optim.trunk_lr_scale", trunk_lr_scale),
-            ("optim.frozen_trunk_epochs", frozen_trunk_epochs),
-            ("data.copy_probability", copy_probability),
-            ("device", device),
-        ):
-            if value is not None:
-                extra.append(f"{key}={_yaml_value(value)}")
+        given = {
+            "manifests": [str(m) for m in manifests] or None,
+            "model.backbone": backbone,
+            "init": init,
+            "model.head": loss,
+            "data.image_size": int(image_size) if image_size else None,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "optim.name": optimizer,
+            "optim.lr": lr,
+            "optim.trunk_lr_scale": trunk_lr_scale,
+            "optim.frozen_trunk_epochs": frozen_trunk_epochs,
+            "data.copy_probability": copy_probability,
+            "device": device,
+        }
+        values = {k: v for k, v in given.items() if v is not None}  # typed: a path named 2024 stays a string
         try:
-            cfg = resolve_manifests(load_config(FinetuneConfig, config_path, extra))
+            cfg = resolve_manifests(load_config(FinetuneConfig, config_path, list(overrides), values))
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from exc
         if not cfg.manifests:

@@ -6,8 +6,8 @@ Two kinds of ``--manifest`` are read, told apart by their columns:
   column holds the 128x128 aligned crop as PNG bytes (:mod:`augmentor.preprocessing.shards`).
 * **hallucinated** (the Parquet manifest of ``augmentor run``, a file or a folder of Parquet files): one row per
   input image and copy, with ``output_path`` naming the hallucinated 128x128 image file. The columns read here are
-  :data:`PIPELINE_COLUMNS` (+ ``copy``); ``pipelines/manifest.py`` owns the full schema (this module does not
-  import it, so it keeps working without the pipeline). Pass the run's output folder or its ``manifest.parquet``;
+  :data:`PIPELINE_COLUMNS` (+ ``copy``) of :data:`augmentor.manifest.MANIFEST_SCHEMA`, which owns the full schema
+  and the output layout. Pass the run's output folder or its ``manifest.parquet``;
   a relative ``output_path`` is taken relative to the output folder, as the pipeline writes it.
 
 Only rows with status ``ok`` are used. ``image_id`` names the *source* image in both kinds, so the train/validation
@@ -23,16 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 
+from augmentor.manifest import MANIFEST_FILE, PART_GLOB, PARTS_DIR
+from augmentor.parquet import REDO_PREPROCESS, REDO_RUN, read_schema, read_table
 from augmentor.preprocessing.shards import SHARD_GLOB, decode_png
 
 log = logging.getLogger(__name__)
 
-SHARD_COLUMNS = ("image_id", "identity", "status", "aligned")  # augmentor.preprocessing.shards.SHARD_SCHEMA
-PIPELINE_COLUMNS = ("image_id", "identity", "status", "output_path")  # pipelines/manifest.py MANIFEST_SCHEMA
-MANIFEST_FILE, PARTS_DIR = "manifest.parquet", "manifest"  # the pipeline's output layout (pipelines/manifest.py)
+SHARD_COLUMNS = ("image_id", "identity", "status", "aligned")  # of augmentor.preprocessing.shards.SHARD_SCHEMA
+PIPELINE_COLUMNS = ("image_id", "identity", "status", "output_path")  # of augmentor.manifest.MANIFEST_SCHEMA
 REAL, HALLUCINATED = "real", "hallucinated"
 
 
@@ -41,7 +41,7 @@ class ManifestError(ValueError):
 
 
 @dataclass
-class DataConfig:
+class RecognitionDataConfig:
     """Which rows are used and how crops are fed to the network."""
 
     image_size: int = 128  # 128, 112, 96 or 64 px; the aligned 128 crop is resized (area), never cropped (context)
@@ -56,7 +56,7 @@ def _parquet_files(path: Path) -> tuple[list[Path], Path]:
     """The Parquet files of a ``--manifest`` and the folder that relative ``output_path`` values start from.
 
     A pipeline output folder holds ``manifest.parquet`` (the merged file) and, while a run is going or after a
-    crash, ``manifest/part-*.parquet``: both are read, as ``pipelines.manifest.read_manifest`` does. Output paths
+    crash, ``manifest/part-*.parquet``: both are read, as ``augmentor.manifest.read_manifest`` does. Output paths
     are relative to the output folder.
     """
     if path.is_file():
@@ -64,7 +64,7 @@ def _parquet_files(path: Path) -> tuple[list[Path], Path]:
     if not path.is_dir():
         raise ManifestError(f"--manifest {path} does not exist")
     merged = [path / MANIFEST_FILE] if (path / MANIFEST_FILE).is_file() else []
-    if files := merged + sorted((path / PARTS_DIR).glob(SHARD_GLOB)):
+    if files := merged + sorted((path / PARTS_DIR).glob(PART_GLOB)):
         return files, path
     if shards := sorted(path.glob(SHARD_GLOB)):
         return shards, path.parent if path.name == PARTS_DIR else path
@@ -74,6 +74,13 @@ def _parquet_files(path: Path) -> tuple[list[Path], Path]:
     return files, path
 
 
+def _recovery(path: Path) -> str:
+    """How to redo a corrupt file, from where it lies: a pipeline manifest's, or a preprocess shard."""
+    if path.name == MANIFEST_FILE or path.parent.name == PARTS_DIR:
+        return REDO_RUN
+    return REDO_PREPROCESS
+
+
 def manifest_kind(path: str | Path) -> str:
     """``real`` (preprocess shards) or ``hallucinated`` (pipeline manifest), from the Parquet columns.
 
@@ -81,7 +88,7 @@ def manifest_kind(path: str | Path) -> str:
         ManifestError: the path is missing, holds no Parquet files, or has neither column set.
     """
     files, _ = _parquet_files(Path(path))
-    names = set(pq.read_schema(files[0]).names)
+    names = set(read_schema(files[0], _recovery(files[0])).names)
     if set(SHARD_COLUMNS) <= names:
         return REAL
     if set(PIPELINE_COLUMNS) <= names:
@@ -92,7 +99,7 @@ def manifest_kind(path: str | Path) -> str:
     )
 
 
-def read_manifest(path: str | Path) -> pd.DataFrame:
+def read_training_rows(path: str | Path) -> pd.DataFrame:
     """The ok rows of one manifest as ``image_id, identity, kind, png, path``.
 
     ``png`` holds the encoded crop (real rows); ``path`` the image file (hallucinated rows). Pipeline rows are kept
@@ -103,9 +110,9 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     kind = manifest_kind(path)
     files, base = _parquet_files(path)
     columns = list(SHARD_COLUMNS if kind == REAL else PIPELINE_COLUMNS)
-    if kind == HALLUCINATED and "copy" in pq.read_schema(files[0]).names:
+    if kind == HALLUCINATED and "copy" in read_schema(files[0], _recovery(files[0])).names:
         columns.append("copy")
-    table = pd.concat([pq.read_table(f, columns=columns).to_pandas() for f in files], ignore_index=True)
+    table = pd.concat([read_table(f, columns, _recovery(f)).to_pandas() for f in files], ignore_index=True)
     if "copy" in table:
         table = table.drop_duplicates(["image_id", "copy"], keep="first")
     table = table[table["status"] == "ok"].reset_index(drop=True)
@@ -125,13 +132,13 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     return out
 
 
-def read_manifests(paths: list[str | Path] | tuple[str, ...]) -> pd.DataFrame:
+def read_training_table(paths: list[str | Path] | tuple[str, ...]) -> pd.DataFrame:
     """The union of several manifests, with a ``label`` column: the sorted string identities numbered from 0."""
     if not paths:
         raise ManifestError("no --manifest given")
     frames = []
     for i, path in enumerate(paths):
-        frame = read_manifest(path)
+        frame = read_training_rows(path)
         frame["manifest"] = i
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
@@ -161,7 +168,7 @@ def split_by_source(image_ids: pd.Series | np.ndarray, val_fraction: float, seed
     return pd.Series(ids).isin(set(val_ids.tolist())).to_numpy()
 
 
-def fingerprint(table: pd.DataFrame) -> str:
+def rows_fingerprint(table: pd.DataFrame) -> str:
     """A short hash of the rows used (ids, identities, kinds), to check that a resumed run sees the same data."""
     hashes = pd.util.hash_pandas_object(table[["image_id", "identity", "kind"]], index=False)
     return hashlib.sha1(hashes.to_numpy().tobytes()).hexdigest()[:16]
@@ -226,7 +233,7 @@ class FaceData:
 
     @classmethod
     def load(cls, manifests: list[str] | tuple[str, ...], val_fraction: float, seed: int = 0) -> FaceData:
-        table = read_manifests(list(manifests))
+        table = read_training_table(list(manifests))
         identities = sorted(table["identity"].unique())
         return cls(table, split_by_source(table["image_id"], val_fraction, seed), identities)
 
@@ -262,5 +269,5 @@ class FaceData:
             "train_hallucinated": int((train["kind"] == HALLUCINATED).sum()),
             "val_rows": len(self.val_rows()),
             "val_source_images": int(t.loc[self.is_val, "image_id"].nunique()),
-            "fingerprint": fingerprint(t),
+            "fingerprint": rows_fingerprint(t),
         }

@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 
 from augmentor.config import from_dict, to_dict
+from augmentor.locking import output_lock
+from augmentor.training import run_state
 from recognition.finetune import FinetuneConfig, resolve_manifests, write_run_config
 
 log = logging.getLogger(__name__)
@@ -73,13 +75,29 @@ def finetune_distributed(
         resume: Continue the run in ``run_dir``.
         progress: Show rank 0's progress bar.
     """
+    run_dir = Path(run_dir).resolve()
+    with output_lock(run_dir, "augmentor finetune"):  # the driver holds it for all the workers
+        return _fit(cfg, run_dir, num_workers, use_gpu, address, resume, progress)
+
+
+def _fit(
+    cfg: FinetuneConfig,
+    run_dir: Path,
+    num_workers: int,
+    use_gpu: bool,
+    address: str | None,
+    resume: bool,
+    progress: bool,
+) -> Path:
+    """:func:`finetune_distributed`, holding the run folder's lock."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    run_dir = Path(run_dir).resolve()
     cfg = resolve_manifests(cfg)
-    if not resume:
+    if resume:
+        run_state.settle(run_dir)  # here, once, before the workers read it
+    else:
         write_run_config(cfg, run_dir, {"num_workers": num_workers, "use_gpu": use_gpu, "address": address})
     if not ray.is_initialized():
         ray.init(address=address)

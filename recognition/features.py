@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from augmentor.layout import CONFIG_FILE, MODEL_FILE
 from recognition.data import resize_crop
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,9 @@ class CheckpointEmbedder:
         self.net, self.config = load_model(directory, device)
         self.device = device
         self.image_size = self.net.config.image_size
-        weights = directory / "model.safetensors"
+        weights = directory / MODEL_FILE
         stat = weights.stat()
-        text = (directory / "config.json").read_text()
+        text = (directory / CONFIG_FILE).read_text()
         self.fingerprint = hashlib.sha1(f"{text}{stat.st_size}{stat.st_mtime_ns}".encode()).hexdigest()[:16]
 
     @torch.inference_mode()
@@ -97,7 +98,7 @@ def load_embedder(spec: str | Path, device: torch.device) -> CheckpointEmbedder 
     if str(spec) == DLIB_MODEL:
         return DlibEmbedder(device)
     path = Path(spec)
-    if not (path / "config.json").is_file() and (path / "checkpoint" / "config.json").is_file():
+    if not (path / CONFIG_FILE).is_file() and (path / "checkpoint" / CONFIG_FILE).is_file():
         path = path / "checkpoint"
     return CheckpointEmbedder(path, device)
 

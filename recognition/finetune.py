@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,8 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from augmentor.config import from_dict, to_dict
+from augmentor.locking import output_lock
+from augmentor.training import run_state
+from augmentor.training.run_state import RunCounters, epoch_seed
 from recognition.backbone import NetConfig, RecognitionNet, load_init, load_model, save_model
-from recognition.data import DataConfig, FaceData, FaceDataset
+from recognition.data import FaceData, FaceDataset, RecognitionDataConfig
 from recognition.sampling import CopySampler, copy_sampler
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ class FinetuneConfig:
     manifests: tuple[str, ...] = ()  # preprocess outputs (real) and pipeline manifests (hallucinated)
     init: str = "none"  # none | pretrained (dlib-resnet) | PATH of a local weights file for the trunk
     model: NetConfig = field(default_factory=NetConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: RecognitionDataConfig = field(default_factory=RecognitionDataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     epochs: int = 30  # maximum epochs; training also stops on a validation-loss plateau
     batch_size: int = 64  # per worker; the global batch is batch_size * num_workers
@@ -168,7 +170,7 @@ class Finetuner:
         )
         cuda = self.device.type == "cuda"
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.bf16 else contextlib.nullcontext()
-        self.epoch, self.step, self.bad_epochs, self.best = 0, 0, 0, math.inf
+        self.counters = RunCounters()
         if resume:
             self.load_resume()
 
@@ -185,7 +187,7 @@ class Finetuner:
             )
             sampler.set_epoch(epoch)
         elif epoch is not None:
-            generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            generator = torch.Generator().manual_seed(epoch_seed(self.cfg.seed, epoch))
             sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
         workers = self.cfg.data.loader_workers
         return torch.utils.data.DataLoader(
@@ -211,7 +213,7 @@ class Finetuner:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        self.step += 1
+        self.counters.step += 1
         return logs
 
     @torch.no_grad()
@@ -241,36 +243,26 @@ class Finetuner:
             "init": self.cfg.init,
             "training": to_dict(self.cfg),
             "world_size": self.world_size,
-            "epochs_trained": self.epoch,
-            "steps": self.step,
-            "best_val_loss": self.best if math.isfinite(self.best) else None,
+            **self.counters.meta(),
         }
 
     def save_resume(self) -> None:
-        save_model(self.net, self.run_dir / "last", self.meta())
-        resume = self.run_dir / "resume"
-        resume.mkdir(parents=True, exist_ok=True)
-        state = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "counters": torch.tensor([self.epoch, self.step, self.bad_epochs], dtype=torch.long),
-            "best": torch.tensor(self.best, dtype=torch.float64),
-        }
-        torch.save(state, resume / ".state.pt.tmp")
-        (resume / ".state.pt.tmp").replace(resume / "state.pt")
+        """Replace ``last/`` (the network) and ``resume/state.pt`` (optimiser, schedule, counters) together."""
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        run_state.save_resume(
+            self.run_dir, self.counters, lambda folder: save_model(self.net, folder, self.meta()), state
+        )
 
     def load_resume(self) -> None:
-        """Continue from ``last/`` and ``resume/state.pt`` (after the last finished epoch)."""
-        net, config = load_model(self.run_dir / "last", self.device)
+        """Continue from ``last/`` and ``resume/state.pt`` (after the last finished epoch, checked to agree)."""
+        self.counters, state = run_state.load_resume(self.run_dir, self.device)
+        net, config = load_model(self.run_dir / run_state.LAST_DIR, self.device)
         if config["data"]["fingerprint"] != self.data_summary["fingerprint"]:
             raise ValueError(f"{self.run_dir}: the manifests changed since this run started; start a new run")
         self.net.load_state_dict(net.state_dict())
-        state = torch.load(self.run_dir / "resume" / "state.pt", map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch, self.step, self.bad_epochs = (int(v) for v in state["counters"])
-        self.best = float(state["best"])
-        log.info("resumed %s at epoch %d (step %d)", self.run_dir, self.epoch, self.step)
+        log.info("resumed %s at epoch %d (step %d)", self.run_dir, self.counters.epoch, self.counters.step)
 
     def write_run_files(self) -> None:
         """The split and label names, for audits (rank 0)."""
@@ -282,78 +274,79 @@ class Finetuner:
     # --- the loop -------------------------------------------------------------------------------------------------
     def fit(self) -> Path:
         """Train until ``epochs`` or a validation plateau; return the best checkpoint folder."""
-        from tqdm import tqdm
-
-        cfg = self.cfg
         if self.rank == 0:
             self.write_run_files()
             log.info("%s; %s", self.init_note, self.data_summary)
-        metrics_path = self.run_dir / "metrics.jsonl"
         self.net.train()
-        while self.epoch < cfg.epochs:
-            start = time.perf_counter()
-            torch.manual_seed((cfg.seed * 1_000_003 + self.epoch) * 8191 + self.rank)  # mirror flips: resumable
-            sums = {"loss": 0.0, "accuracy": 0.0}
-            bar = tqdm(
-                total=self.steps_per_epoch,
-                desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                unit="step",
-                leave=False,
-                disable=not self.progress,
-            )
-            for i, (images, labels) in enumerate(self._loader(self.train_set, self.epoch)):
-                if i >= self.steps_per_epoch:
-                    break
-                logs = self.train_step(images, labels)
-                for k in sums:
-                    sums[k] += float(logs[k])
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(logs['loss']):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
-            bar.close()
-            seconds = time.perf_counter() - start
-            train = {k: v / self.steps_per_epoch for k, v in sums.items()}
-            val = self.validate()
-            val_loss = val.get("loss", train["loss"])
-            self.epoch += 1
-            improved = val_loss < self.best - cfg.min_delta
-            self.bad_epochs = 0 if improved else self.bad_epochs + 1
-            self.best = min(self.best, val_loss)
-            record = {
-                "epoch": self.epoch,
-                "step": self.step,
-                "lr": self.scheduler.get_last_lr()[0],
-                "train": train,
-                "val": val,
-                "val_loss": val_loss,
-                "seconds": round(seconds, 3),
-                "images_per_second": round(self.steps_per_epoch * cfg.batch_size * self.world_size / seconds, 2),
-            }
-            if self.rank == 0:
-                if improved:
-                    save_model(self.net, self.run_dir / "checkpoint", self.meta())
-                with metrics_path.open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                self.save_resume()
-                log.info(
-                    "epoch %d: train loss %.4f acc %.3f, val loss %.4f acc %.3f, %.1f img/s",
-                    self.epoch,
-                    train["loss"],
-                    train["accuracy"],
-                    val_loss,
-                    val.get("accuracy", float("nan")),
-                    record["images_per_second"],
-                )
+        while self.counters.epoch < self.cfg.epochs:
+            record = self.end_epoch(*self.train_epoch())
             if self.report is not None:
                 self.report(record)
-            if cfg.patience and self.bad_epochs >= cfg.patience:
-                log.info("validation loss plateaued for %d epochs: stopping", self.bad_epochs)
+            if self.counters.patience_spent(self.cfg.patience):
+                log.info("validation loss plateaued for %d epochs: stopping", self.counters.bad_epochs)
                 break
+        return self.finish()
+
+    def train_epoch(self) -> tuple[dict[str, float], float]:
+        """One pass in the epoch's seeded order: the mean training loss and accuracy, and the seconds it took."""
+        from tqdm import tqdm
+
+        start, epoch = time.perf_counter(), self.counters.epoch
+        torch.manual_seed(epoch_seed(self.cfg.seed, epoch) * 8191 + self.rank)  # mirror flips: resumable
+        sums = {"loss": 0.0, "accuracy": 0.0}
+        desc = f"epoch {epoch + 1}/{self.cfg.epochs}"
+        bar = tqdm(total=self.steps_per_epoch, desc=desc, unit="step", leave=False, disable=not self.progress)
+        for i, (images, labels) in enumerate(self._loader(self.train_set, epoch)):
+            if i >= self.steps_per_epoch:
+                break
+            logs = self.train_step(images, labels)
+            for k in sums:
+                sums[k] += float(logs[k])
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(logs['loss']):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+        bar.close()
+        return {k: v / self.steps_per_epoch for k, v in sums.items()}, time.perf_counter() - start
+
+    def end_epoch(self, train: dict[str, float], seconds: float) -> dict:
+        """Validate, count the epoch and (rank 0) save what it earned; its ``metrics.jsonl`` record."""
+        cfg = self.cfg
+        val = self.validate()
+        val_loss = val.get("loss", train["loss"])
+        improved = self.counters.end_epoch(val_loss, cfg.min_delta)
+        record = {
+            "epoch": self.counters.epoch,
+            "step": self.counters.step,
+            "lr": self.scheduler.get_last_lr()[0],
+            "train": train,
+            "val": val,
+            "val_loss": val_loss,
+            "seconds": round(seconds, 3),
+            "images_per_second": round(self.steps_per_epoch * cfg.batch_size * self.world_size / seconds, 2),
+        }
+        if self.rank == 0:
+            if improved:
+                save_model(self.net, self.run_dir / "checkpoint", self.meta())
+            run_state.append_metrics(self.run_dir, record)
+            self.save_resume()
+            log.info(
+                "epoch %d: train loss %.4f acc %.3f, val loss %.4f acc %.3f, %.1f img/s",
+                self.counters.epoch,
+                train["loss"],
+                train["accuracy"],
+                val_loss,
+                val.get("accuracy", float("nan")),
+                record["images_per_second"],
+            )
+        return record
+
+    def finish(self) -> Path:
+        """The best checkpoint (the last network if no epoch improved) and the loss curves (rank 0)."""
         if self.rank == 0:
             from augmentor.visualize import plot_loss_curves
 
             if not (self.run_dir / "checkpoint").exists():
                 save_model(self.net, self.run_dir / "checkpoint", self.meta())
-            plot_loss_curves(metrics_path, self.run_dir / "loss_curves.png")
+            plot_loss_curves(self.run_dir / run_state.METRICS_FILE, self.run_dir / "loss_curves.png")
         return self.run_dir / "checkpoint"
 
 
@@ -366,7 +359,7 @@ def write_run_config(cfg: FinetuneConfig, run_dir: str | Path, extra: dict | Non
     return path
 
 
-def load_run_config(run_dir: str | Path) -> tuple[FinetuneConfig, dict]:
+def load_finetune_config(run_dir: str | Path) -> tuple[FinetuneConfig, dict]:
     """The config and launch options a run folder was started with (for ``--resume``)."""
     path = Path(run_dir) / CONFIG_NAME
     if not path.is_file():
@@ -387,11 +380,15 @@ def finetune(
         resume: Continue the run in ``run_dir`` from its last finished epoch.
         progress: Show a progress bar.
         data: Pre-loaded faces (tests).
+
+    Raises:
+        augmentor.locking.FolderInUseError: another process is writing to ``run_dir``.
     """
     run_dir = Path(run_dir)
-    if not resume:
-        write_run_config(cfg, run_dir)
-    return Finetuner(cfg, run_dir, data=data, progress=progress, resume=resume).fit()
+    with output_lock(run_dir, "augmentor finetune"):
+        if not resume:
+            write_run_config(cfg, run_dir)
+        return Finetuner(cfg, run_dir, data=data, progress=progress, resume=resume).fit()
 
 
 def resolve_manifests(cfg: FinetuneConfig) -> FinetuneConfig:

@@ -119,12 +119,6 @@ def read_pairs(path: str | Path) -> Pairs:
     return Pairs(tuple(left), tuple(right), np.array(same, bool), np.array(fold, np.int64), num_folds, str(path))
 
 
-def missing_images(root: str | Path, pairs: Pairs) -> list[str]:
-    """The images named by ``pairs`` that are not under ``root``."""
-    root = Path(root)
-    return [rel for rel in pairs.images() if not (root / rel).is_file()]
-
-
 # --------------------------------------------------------------------------------------------------- scores
 
 

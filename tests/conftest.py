@@ -1,4 +1,5 @@
-"""Shared fixtures: the committed LFW face images, one FaceMasker per session, and bad files made on the fly."""
+"""Shared fixtures: the committed LFW face images, one FaceMasker per session, tiny cascades, and bad files made
+on the fly."""
 
 from __future__ import annotations
 
@@ -41,6 +42,27 @@ def face_shards(tmp_path_factory, lfw_images) -> Path:
     )
     preprocess(listing, out, workers=1, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_widths() -> dict[int, int]:
+    """Channel widths of a cascade small enough for CPU tests: 4 at every resolution (read-only)."""
+    return {r: 4 for r in (4, 8, 16, 32, 64, 128)}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory, tiny_widths) -> Path:
+    """Two random cascades of :func:`tiny_widths`, saved once: ``plain/`` and ``noisy/`` (2 noise channels)."""
+    import torch
+
+    from augmentor.models import Cascade, CascadeConfig
+    from augmentor.training.checkpoints import save_generator
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("tiny_checkpoints")
+    save_generator(Cascade(CascadeConfig(widths=dict(tiny_widths))), root / "plain")
+    save_generator(Cascade(CascadeConfig(widths=dict(tiny_widths), noise_channels=2)), root / "noisy")
+    return root
 
 
 @pytest.fixture

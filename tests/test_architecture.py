@@ -17,7 +17,14 @@ PACKAGES = ("augmentor", "pipelines", "recognition")
 SHARED_OPTIONS = (
     "--config", "--set", "--out", "--dataset", "--identities", "--device", "--batch-size", "--workers",
     "--limit", "--progress/--no-progress", "--dry-run", "--resume",
+    "--precision", "--donors", "--address", "--model", "--seed",
 )  # fmt: skip
+# Declarations still spelled out in files that another branch owns; the merge moves them onto the factories of
+# augmentor/options.py and empties this (precision_option, donors_option, model_specs_option, seed_option).
+NOT_YET_SHARED = {
+    "augmentor/commands/evaluate.py": {"--model", "--seed", "--precision", "--donors"},
+    "recognition/cli.py": {"--model", "--donors"},
+}
 
 
 def _module_name(path: Path) -> str:
@@ -162,4 +169,5 @@ def test_shared_options_are_defined_once():
         for option in SHARED_OPTIONS:
             if re.search(rf'click\.option\(\s*(?:"-\w", )?"{re.escape(option)}"', text):
                 offenders.append(f"{path.relative_to(ROOT)}: {option}")
-    assert offenders == []
+    pending = [f"{path}: {option}" for path, options in NOT_YET_SHARED.items() for option in options]
+    assert sorted(offenders) == sorted(pending)

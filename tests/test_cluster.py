@@ -10,13 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from click.testing import CliRunner
 
 from augmentor.cli import main
-from augmentor.models import Cascade, CascadeConfig
-from augmentor.training.checkpoints import save_generator
-from pipelines.manifest import (
+from augmentor.manifest import (
     MANIFEST_FILE,
     MERGED_PREFIX,
     consolidate,
@@ -28,7 +25,6 @@ from pipelines.manifest import (
 from pipelines.plan import count_rows, plan_resources, plan_work
 from pipelines.stages import noise_seed
 
-TINY = {r: 4 for r in (4, 8, 16, 32, 64, 128)}
 NUM_IMAGES = 96
 NUM_MISSING = 2  # listed files not on disk
 # A masking actor and a hallucinating one (Predictor or PredictAndWrite): the node to lose hosts both.
@@ -36,11 +32,8 @@ TITLES = ("ray::MapWorker(MapBatches(MaskStage", "ray::MapWorker(MapBatches(Pred
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    save_generator(Cascade(CascadeConfig(widths=TINY)), path)
-    return path
+def checkpoint(tiny_checkpoints) -> Path:
+    return tiny_checkpoints / "plain"
 
 
 def _list_file(path: Path, images: list[Path], missing: int) -> Path:
@@ -160,6 +153,7 @@ def cluster(monkeypatch):
     cluster.shutdown()
 
 
+@pytest.mark.slow  # a multi-node Ray cluster, and a node killed mid-run
 @pytest.mark.ray
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds each node's workers through /proc")
 def test_losing_a_worker_node_mid_run(cluster, checkpoint, lfw_images, tmp_path):

@@ -319,3 +319,24 @@ def test_list_identity_na_token_kept(tmp_path: Path) -> None:
     df = load_dataset("list", tmp_path / "l.csv")
     assert df["identity"].tolist() == ["NA"]  # the row with an empty identity is skipped
     assert pd.isna(df["score"].iloc[0])
+
+
+def test_an_unlistable_folder_is_an_error_not_missing_files(tmp_path, monkeypatch):
+    """Bug: a scandir OSError made every file of the folder "missing", recorded so for good."""
+    import os
+
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "locked").mkdir()
+    real = os.scandir
+
+    def scandir(path):
+        if os.path.basename(path) == "locked":
+            raise PermissionError(13, "Permission denied", path)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    paths = [str(tmp_path / "ok" / "a.jpg"), str(tmp_path / "ok" / "b.jpg"), str(tmp_path / "gone" / "c.jpg")]
+    assert datasets.files_exist(paths) == [True, False, False]  # a folder that is not there holds no file
+    with pytest.raises(datasets.DatasetError, match=r"cannot list .*locked \(Permission denied\)"):
+        datasets.files_exist([str(tmp_path / "locked" / "d.jpg")])

@@ -9,11 +9,11 @@ import torch
 from click.testing import CliRunner
 
 from augmentor.cli import main
+from augmentor.manifest import model_id
 from augmentor.models import Cascade, CascadeConfig, input_pyramid
 from augmentor.training.checkpoints import INDEX_FILE, load_generator, read_state, save_generator
 from augmentor.training.export import export_generator
 from augmentor.training.interpolate import blend_states, interpolate_generators
-from pipelines.manifest import model_id
 
 WIDTHS = {4: 8, 8: 8, 16: 8, 32: 8, 64: 4, 128: 4}
 

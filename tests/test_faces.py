@@ -1,4 +1,4 @@
-"""Masking on real faces, the pyramid, and every bad-input kind."""
+"""Masking on real faces and every bad-input kind."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from augmentor.faces import RESOLUTIONS, FaceError, MaskingConfig, Status, Template, load_image, pyramid
+from augmentor.faces import FaceError, MaskingConfig, Status, Template, load_image
 from augmentor.faces.align import similarity_from_eyes, transform_points
 from augmentor.faces.landmarks import eye_centres
 
@@ -60,22 +60,6 @@ def test_similarity_transform_is_exact():
     np.testing.assert_allclose(linear @ linear.T, np.eye(2) * np.linalg.det(linear), atol=1e-12)  # no shear
     with pytest.raises(ValueError, match="coincide"):
         similarity_from_eyes(np.array([1.0, 1.0]), np.array([1.0, 1.0]), template)
-
-
-def test_pyramid_levels(masker, lfw_images):
-    face = masker(lfw_images[0])
-    levels = pyramid(face.aligned, face.mask)
-    assert tuple(levels) == RESOLUTIONS
-    for size, level in levels.items():
-        assert level.image.shape == (size, size, 3) and level.mask.shape == (size, size)
-        assert set(np.unique(level.mask)) <= {0, 1} and level.mask.any()
-        assert np.array_equal(level.masked, level.image * level.mask[..., None])
-    assert np.array_equal(levels[128].image, face.aligned)
-    # One bilinear halving averages 2x2 blocks.
-    block = face.aligned[:2, :2].astype(float).mean(axis=(0, 1))
-    np.testing.assert_allclose(levels[64].image[0, 0], block, atol=1)
-    with pytest.raises(ValueError, match="power of two"):
-        pyramid(face.aligned, face.mask, (8, 24))
 
 
 # --- bad inputs ---------------------------------------------------------------------------------------------------

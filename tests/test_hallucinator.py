@@ -7,19 +7,6 @@ import pytest
 import torch
 
 from augmentor.hallucinator import Hallucinator
-from augmentor.models import Cascade, CascadeConfig
-from augmentor.training.checkpoints import save_generator
-
-TINY = {r: 4 for r in (4, 8, 16, 32, 64, 128)}
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("ckpt")
-    save_generator(Cascade(CascadeConfig(widths=TINY)), root / "plain")
-    save_generator(Cascade(CascadeConfig(widths=TINY, noise_channels=2)), root / "noisy")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +18,8 @@ def faces(lfw_images):
     return np.stack([f.masked for f in found]), np.stack([f.mask for f in found]), np.stack([f.aligned for f in found])
 
 
-def test_numpy_batch_keeps_face_pixels(checkpoints, faces):
-    hal = Hallucinator.from_pretrained(checkpoints / "plain", device="cpu", batch_size=2)
+def test_numpy_batch_keeps_face_pixels(tiny_checkpoints, faces):
+    hal = Hallucinator.from_pretrained(tiny_checkpoints / "plain", device="cpu", batch_size=2)
     masked, mask, aligned = faces
     out = hal(masked, mask)
     assert out.shape == masked.shape and out.dtype == np.uint8
@@ -43,8 +30,8 @@ def test_numpy_batch_keeps_face_pixels(checkpoints, faces):
     assert np.array_equal(single, out[1])
 
 
-def test_all_levels_and_torch_api(checkpoints, faces):
-    hal = Hallucinator.from_pretrained(checkpoints / "plain", device="cpu")
+def test_all_levels_and_torch_api(tiny_checkpoints, faces):
+    hal = Hallucinator.from_pretrained(tiny_checkpoints / "plain", device="cpu")
     masked, mask, _ = faces
     levels = hal(masked, mask, all_levels=True)
     assert {r: v.shape for r, v in levels.items()} == {r: (3, r, r, 3) for r in (8, 16, 32, 64, 128)}
@@ -59,8 +46,8 @@ def test_all_levels_and_torch_api(checkpoints, faces):
         hal(masked.astype(np.float32), mask)
 
 
-def test_noise_seeds_give_diverse_but_repeatable_outputs(checkpoints, faces):
-    hal = Hallucinator.from_pretrained(checkpoints / "noisy", device="cpu")
+def test_noise_seeds_give_diverse_but_repeatable_outputs(tiny_checkpoints, faces):
+    hal = Hallucinator.from_pretrained(tiny_checkpoints / "noisy", device="cpu")
     masked, mask, _ = faces
     a, b, c = hal(masked, mask, seed=1), hal(masked, mask, seed=1), hal(masked, mask, seed=2)
     assert np.array_equal(a, b)
@@ -79,8 +66,8 @@ def test_missing_checkpoint_errors(tmp_path, monkeypatch):
         Hallucinator.from_pretrained()
 
 
-def test_per_image_seeds_do_not_depend_on_the_batch(checkpoints, faces):
-    hal = Hallucinator.from_pretrained(checkpoints / "noisy", device="cpu", batch_size=2)
+def test_per_image_seeds_do_not_depend_on_the_batch(tiny_checkpoints, faces):
+    hal = Hallucinator.from_pretrained(tiny_checkpoints / "noisy", device="cpu", batch_size=2)
     masked, mask, _ = faces
     together = hal(masked, mask, seeds=[11, 12, 13])  # split into batches of 2 and 1
     alone = hal(masked[1:2], mask[1:2], seeds=[12])
@@ -93,6 +80,6 @@ def test_per_image_seeds_do_not_depend_on_the_batch(checkpoints, faces):
         hal(masked, mask, seed=1, seeds=[1, 2, 3])
     with pytest.raises(ValueError, match="one seed per image"):
         hal(masked, mask, seeds=[1, 2])
-    plain = Hallucinator.from_pretrained(checkpoints / "plain", device="cpu")
+    plain = Hallucinator.from_pretrained(tiny_checkpoints / "plain", device="cpu")
     assert plain.noise_channels == 0
     assert np.array_equal(plain(masked, mask, seeds=[1, 2, 3]), plain(masked, mask))

@@ -21,8 +21,6 @@ from augmentor.models import (
     paste_face,
 )
 
-TINY = {r: 4 for r in (4, 8, 16, 32, 64, 128)}
-
 
 def _batch(batch: int = 2, size: int = 128, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
@@ -33,8 +31,8 @@ def _batch(batch: int = 2, size: int = 128, seed: int = 0):
 
 
 @pytest.mark.parametrize("resolution", RESOLUTIONS)
-def test_block_shapes_and_layer_counts(resolution):
-    block = GeneratorBlock(resolution, in_channels=6, widths=TINY)
+def test_block_shapes_and_layer_counts(resolution, tiny_widths):
+    block = GeneratorBlock(resolution, in_channels=6, widths=tiny_widths)
     x = torch.randn(2, 6, resolution, resolution)
     y = block(x)
     assert y.shape == (2, 3, resolution, resolution)
@@ -56,9 +54,11 @@ def test_widths_come_from_the_config():
 
 
 @pytest.mark.parametrize("mask_channel, noise", [(False, 0), (True, 2)])
-def test_cascade_shapes_no_nans_and_exact_paste(mask_channel, noise):
+def test_cascade_shapes_no_nans_and_exact_paste(mask_channel, noise, tiny_widths):
     torch.manual_seed(0)
-    model = Cascade(CascadeConfig(widths=TINY, d_widths=TINY, mask_channel=mask_channel, noise_channels=noise))
+    model = Cascade(
+        CascadeConfig(widths=tiny_widths, d_widths=tiny_widths, mask_channel=mask_channel, noise_channels=noise)
+    )
     image, mask = _batch()
     levels = input_pyramid(image * mask, mask, RESOLUTIONS)
     outputs = model(levels)
@@ -101,9 +101,9 @@ def test_input_pyramid_uses_only_face_pixels():
 
 @pytest.mark.parametrize("norm", ["spectral", "none"])
 @pytest.mark.parametrize("resolution", RESOLUTIONS)
-def test_discriminator_gives_raw_scores_without_batch_norm(resolution, norm):
+def test_discriminator_gives_raw_scores_without_batch_norm(resolution, norm, tiny_widths):
     torch.manual_seed(0)
-    d = Discriminator(resolution, TINY, norm)
+    d = Discriminator(resolution, tiny_widths, norm)
     x = torch.randn(4, 3, resolution, resolution) * 3
     y = d(x)
     assert y.shape == (4, 1) and torch.isfinite(y).all()
@@ -132,17 +132,17 @@ def test_he_initialisation():
     assert torch.all(conv.bias == 0)
 
 
-def test_discriminators_per_block():
-    cfg = CascadeConfig(widths=TINY, d_widths=TINY)
+def test_discriminators_per_block(tiny_widths):
+    cfg = CascadeConfig(widths=tiny_widths, d_widths=tiny_widths)
     ds = Discriminators(cfg)
     scores = ds({r: torch.zeros(2, 3, r, r) for r in RESOLUTIONS})
     assert set(scores) == set(RESOLUTIONS) and all(s.shape == (2, 1) for s in scores.values())
     assert np.prod(list(ds[128].net[0].weight.shape)) > 0
 
 
-def test_explicit_noise_overrides_the_generator():
+def test_explicit_noise_overrides_the_generator(tiny_widths):
     torch.manual_seed(0)
-    model = Cascade(CascadeConfig(widths=TINY, d_widths=TINY, noise_channels=2))
+    model = Cascade(CascadeConfig(widths=tiny_widths, d_widths=tiny_widths, noise_channels=2))
     image, mask = _batch()
     levels = input_pyramid(image * mask, mask, RESOLUTIONS)
     g = torch.Generator().manual_seed(3)

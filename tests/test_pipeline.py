@@ -15,16 +15,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import torch
 from click.testing import CliRunner
 
 from augmentor.cli import main
 from augmentor.datasets.paths import hashed_name, image_path, is_verbatim, output_stems, safe_name
-from augmentor.models import Cascade, CascadeConfig
-from augmentor.precision import PRECISIONS
-from augmentor.preprocessing.shards import decode_png
-from augmentor.training.checkpoints import save_generator
-from pipelines.manifest import (
+from augmentor.locking import LOCK_FILE
+from augmentor.manifest import (
     MANIFEST_FILE,
     MANIFEST_SCHEMA,
     consolidate,
@@ -33,23 +29,14 @@ from pipelines.manifest import (
     read_manifest,
     write_part,
 )
-from pipelines.plan import MAX_COPIES, check_run_file, plan_resources, plan_work
+from augmentor.preprocessing.shards import decode_png
+from pipelines.plan import MAX_COPIES, check_run_file, count_rows, plan_resources, plan_work, set_bits
 from pipelines.stages import MaskStage, PredictAndWrite, Predictor, noise_seed, write_batch
 
 # Ray 2.60's own DataContext() sets its deprecated fields; nothing here uses them.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 
-TINY = {r: 4 for r in (4, 8, 16, 32, 64, 128)}
 ODD_IDENTITY = "José María"  # a space and accents: sanitised in paths, verbatim in the manifest
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("ckpt")
-    save_generator(Cascade(CascadeConfig(widths=TINY)), root / "plain")
-    save_generator(Cascade(CascadeConfig(widths=TINY, noise_channels=2)), root / "noisy")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +160,15 @@ def test_labels_and_todo_bits():
     assert listing["out_stem"].tolist() == ["b/1", "a/1", "c/1"]
 
 
+def test_rows_are_counted_without_numpy_2(monkeypatch):
+    """Bug: count_rows used np.bitwise_count, which NumPy 1.x lacks (and facenet-pytorch pins numpy<2)."""
+    monkeypatch.delattr(np, "bitwise_count", raising=False)
+    todo = [0, 1, 0b101, 2**31 - 1, 2**32 - 1, 2**62 + 3]
+    listing = pd.DataFrame({"todo": np.array(todo, np.int64)})
+    assert count_rows(listing) == sum(v.bit_count() for v in todo)
+    assert set_bits(np.array(todo, np.int64)).tolist() == [v.bit_count() for v in todo]
+
+
 def test_resource_plans_fit_the_cluster():
     for cpus, workers, expected in [
         (2, None, (1, 2, 1)),
@@ -214,10 +210,10 @@ def masked_batch(lfw_images, tmp_path_factory):
     return MaskStage()(batch)
 
 
-def test_predictor_on_a_plain_dict(checkpoints, masked_batch, tmp_path):
+def test_predictor_on_a_plain_dict(tiny_checkpoints, masked_batch, tmp_path):
     assert masked_batch["status"].tolist() == ["ok", "error", "ok"]
     assert masked_batch["reason"][1].startswith("not_an_image")
-    predictor = Predictor(str(checkpoints / "noisy"), copies=2, device="cpu", batch_size=2)
+    predictor = Predictor(str(tiny_checkpoints / "noisy"), copies=2, device="cpu", batch_size=2)
     out = predictor(masked_batch)
     assert out["image_id"].tolist() == ["a/1", "a/1", "b/1", "b/1", "c/1"]  # c/1 has copy 1 left only
     assert out["copy"].tolist() == [0, 1, 0, 1, 1]
@@ -244,7 +240,7 @@ def test_predictor_on_a_plain_dict(checkpoints, masked_batch, tmp_path):
     # The CPU layout: the same actor predicts and writes; same files, same record.
     fused = PredictAndWrite(
         out_dir=str(tmp_path / "fused"), image_format="jpeg", model_id="f" * 16,
-        model=str(checkpoints / "noisy"), copies=2, device="cpu", batch_size=2,
+        model=str(tiny_checkpoints / "noisy"), copies=2, device="cpu", batch_size=2,
     )  # fmt: skip
     fused_record = fused(masked_batch)
     assert sorted(fused_record) == sorted(record) and fused_record["image_id"].tolist() == out["image_id"].tolist()
@@ -256,9 +252,9 @@ def test_predictor_on_a_plain_dict(checkpoints, masked_batch, tmp_path):
 
 
 @pytest.mark.ray
-def test_end_to_end(ray_session, checkpoints, lfw_tree, tmp_path, masker):
+def test_end_to_end(ray_session, tiny_checkpoints, lfw_tree, tmp_path, masker):
     out = tmp_path / "out"
-    code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", str(checkpoints / "plain"),
+    code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", str(tiny_checkpoints / "plain"),
                       "--out", str(out), "--workers", "1", "--batch-size", "2", "--precision", "bf16")  # fmt: skip
     assert code == 0, text
     assert "3 ok, 1 no face, 1 errors" in text and "hallucinate" in text and "end to end" in text
@@ -287,7 +283,7 @@ def test_end_to_end(ray_session, checkpoints, lfw_tree, tmp_path, masker):
         inside = face.mask.astype(bool)
         assert image.shape == (128, 128, 3) and np.array_equal(image[inside], face.aligned[inside])
     assert sorted(p.name for p in out.iterdir()) == [
-        "images", "manifest.parquet", "preview.png", "run.json", "summary.json"
+        LOCK_FILE, "images", "manifest.parquet", "preview.png", "run.json", "summary.json"
     ]  # fmt: skip
     sheet = decode_png((out / "preview.png").read_bytes())
     assert sheet.shape == (3 * 128, 3 * 128, 3)  # 3 ok faces x (original | masked | copy 0)
@@ -296,10 +292,10 @@ def test_end_to_end(ray_session, checkpoints, lfw_tree, tmp_path, masker):
     assert np.array_equal(sheet[:128, :128], masker(first["source_path"]).aligned)
     assert json.loads((out / "run.json").read_text())["model_id"] == ok["model_id"].iloc[0]
 
-    code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", str(checkpoints / "plain"),
+    code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", str(tiny_checkpoints / "plain"),
                       "--out", str(out))  # fmt: skip
     assert code == 0 and "5 already done, 0 made" in text
-    code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", str(checkpoints / "plain"),
+    code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", str(tiny_checkpoints / "plain"),
                       "--out", str(out), "--format", "jpeg")  # fmt: skip
     assert code == 1 and "other settings" in text and "Traceback" not in text
 
@@ -315,7 +311,7 @@ def test_summary_hides_a_steady_rate_it_cannot_measure():
 
 
 @pytest.mark.ray
-def test_write_tasks_layout(ray_session, checkpoints, lfw_tree, tmp_path, monkeypatch):
+def test_write_tasks_layout(ray_session, tiny_checkpoints, lfw_tree, tmp_path, monkeypatch):
     """The GPU layout (separate write tasks), forced on CPU actors: same manifest as the fused CPU layout."""
     from pipelines import augment
 
@@ -328,7 +324,7 @@ def test_write_tasks_layout(ray_session, checkpoints, lfw_tree, tmp_path, monkey
 
     monkeypatch.setattr(augment, "plan_resources", unfused)
     out = tmp_path / "out"
-    code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", str(checkpoints / "plain"),
+    code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", str(tiny_checkpoints / "plain"),
                       "--out", str(out), "--workers", "1", "--batch-size", "2")  # fmt: skip
     assert code == 0, text
     assert len(plans) == 1 and "3 ok, 1 no face, 1 errors" in text
@@ -339,8 +335,8 @@ def test_write_tasks_layout(ray_session, checkpoints, lfw_tree, tmp_path, monkey
 
 
 @pytest.mark.ray
-def test_copies_give_different_backgrounds_and_the_same_face(ray_session, checkpoints, lfw_tree, tmp_path):
-    model = str(checkpoints / "noisy")
+def test_copies_give_different_backgrounds_and_the_same_face(ray_session, tiny_checkpoints, lfw_tree, tmp_path):
+    model = str(tiny_checkpoints / "noisy")
     out = tmp_path / "out"
     code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", model, "--out", str(out),
                       "--copies", "2", "--workers", "1", "--limit", "3")  # fmt: skip
@@ -355,13 +351,14 @@ def test_copies_give_different_backgrounds_and_the_same_face(ray_session, checkp
         assert pair["seed"].nunique() == 2
         assert (a != b).any(axis=-1).mean() > 0.3  # different backgrounds ...
         assert (a == b).all(axis=-1).mean() > 0.05  # ... around the same face pixels
-    code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", str(checkpoints / "plain"),
+    code, text = _run("--dataset", "lfw", "--root", str(lfw_tree), "--model", str(tiny_checkpoints / "plain"),
                       "--out", str(tmp_path / "det"), "--copies", "2")  # fmt: skip
     assert code == 1 and "noise_channels=0" in text
 
 
+@pytest.mark.slow  # kill test
 @pytest.mark.ray
-def test_resume_after_sigkill_of_the_driver(ray_session, checkpoints, lfw_images, tmp_path):
+def test_resume_after_sigkill_of_the_driver(ray_session, tiny_checkpoints, lfw_images, tmp_path):
     """Kill -9 a running job, rerun it, and get every image x copy in the manifest exactly once."""
     root = tmp_path / "lfw"
     for i in range(36):
@@ -369,7 +366,7 @@ def test_resume_after_sigkill_of_the_driver(ray_session, checkpoints, lfw_images
         (root / f"Person_{i // 4:02d}").mkdir(parents=True, exist_ok=True)
         (root / f"Person_{i // 4:02d}" / f"img_{i:03d}.jpg").write_bytes(path.read_bytes())
     out = tmp_path / "out"
-    args = ["--dataset", "lfw", "--root", str(root), "--model", str(checkpoints / "noisy"), "--out", str(out),
+    args = ["--dataset", "lfw", "--root", str(root), "--model", str(tiny_checkpoints / "noisy"), "--out", str(out),
             "--copies", "2", "--workers", "1", "--batch-size", "2"]  # fmt: skip
     address = ray_session.get_runtime_context().gcs_address
     command = [sys.executable, "-m", "augmentor.cli", "run", "--no-progress", "--address", address, *args]
@@ -415,9 +412,10 @@ def _descendants_named(title: str) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # kill test
 @pytest.mark.ray
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker through /proc")
-def test_a_killed_worker_is_replaced_and_the_job_completes(ray_session, checkpoints, lfw_images, tmp_path):
+def test_a_killed_worker_is_replaced_and_the_job_completes(ray_session, tiny_checkpoints, lfw_images, tmp_path):
     root = tmp_path / "lfw"
     for i in range(24):
         (root / f"Person_{i // 4:02d}").mkdir(parents=True, exist_ok=True)
@@ -425,7 +423,7 @@ def test_a_killed_worker_is_replaced_and_the_job_completes(ray_session, checkpoi
     out = tmp_path / "out"
     address = ray_session.get_runtime_context().gcs_address
     command = [sys.executable, "-m", "augmentor.cli", "run", "--no-progress", "--address", address, "--dataset", "lfw",
-               "--root", str(root), "--model", str(checkpoints / "plain"), "--out", str(out), "--workers", "1",
+               "--root", str(root), "--model", str(tiny_checkpoints / "plain"), "--out", str(out), "--workers", "1",
                "--batch-size", "2"]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # Kill the predictor actor as soon as it exists: waiting for the first written part lets a quiet machine
@@ -447,13 +445,13 @@ def test_a_killed_worker_is_replaced_and_the_job_completes(ray_session, checkpoi
 # --- the command line -----------------------------------------------------------------------------------------
 
 
-def test_cli_stays_light_and_checks_its_input(tmp_path, checkpoints):
+def test_cli_stays_light_and_checks_its_input(tmp_path, tiny_checkpoints):
     probe = "import sys, augmentor.cli, pipelines.run_cli; print(sorted({'ray', 'torch'} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"  # `augmentor --help` stays instant
     from pipelines import run_cli
 
-    assert run_cli.MAX_COPIES == MAX_COPIES and run_cli.PRECISIONS == PRECISIONS
+    assert run_cli.MAX_COPIES == MAX_COPIES
     from augmentor import hallucinator
 
     with pytest.MonkeyPatch.context() as patch:  # an install that lost its shipped weights
@@ -464,13 +462,25 @@ def test_cli_stays_light_and_checks_its_input(tmp_path, checkpoints):
     assert code == 2 and "not a checkpoint folder" in text
     code, text = _run("--out", str(tmp_path / "x"), "--root", str(tmp_path))
     assert code == 2 and "--root needs --dataset" in text
-    code, text = _run("--out", str(tmp_path / "x"), "--model", str(checkpoints / "plain"), "--limit", "3", "-n")
+    code, text = _run("--out", str(tmp_path / "x"), "--model", str(tiny_checkpoints / "plain"), "--limit", "3", "-n")
     assert code == 0, text
     report = json.loads(text)
     assert report["images"] == 3 and report["rows_todo"] == 3 and report["copies"] == 1
     assert report["precision"] == "auto" and report["plan"]["precision"] in ("fp32", "bf16")
-    code, text = _run("--out", str(tmp_path / "x"), "--model", str(checkpoints / "plain"), "--precision", "bf16", "-n")
+    code, text = _run(
+        "--out", str(tmp_path / "x"), "--model", str(tiny_checkpoints / "plain"), "--precision", "bf16", "-n"
+    )
     assert code == 0 and json.loads(text)["plan"]["precision"] == "bf16"
-    code, text = _run("--out", str(tmp_path / "x"), "--model", str(checkpoints / "plain"), "--precision", "fp16")
+    code, text = _run("--out", str(tmp_path / "x"), "--model", str(tiny_checkpoints / "plain"), "--precision", "fp16")
     assert code == 2 and "fp16" in text
     assert not (tmp_path / "x").exists()  # a dry run writes nothing
+
+
+def test_cli_checks_model_and_donors_go_together(tmp_path, tiny_checkpoints):
+    out = ["--out", str(tmp_path / "x"), "-n"]
+    code, text = _run("--method", "donor", *out)
+    assert code == 2 and "needs --donors" in text
+    code, text = _run("--method", "donor", "--donors", str(tmp_path), "--model", str(tiny_checkpoints / "plain"), *out)
+    assert code == 2 and "drop --model" in text
+    code, text = _run("--donors", str(tmp_path), *out)
+    assert code == 2 and "goes with --method donor" in text

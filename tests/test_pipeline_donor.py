@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from augmentor.cli import main
 from augmentor.donors import DonorBank
 from augmentor.donors.bank import BANK_DIR, BANK_FILE, FEATURES_FILE
+from augmentor.manifest import MANIFEST_FILE, MANIFEST_SCHEMA, read_manifest
 from augmentor.preprocessing.shards import decode_png
 from pipelines.donor import DonorPredictAndWrite, DonorPredictor
-from pipelines.manifest import MANIFEST_FILE, MANIFEST_SCHEMA, read_manifest
 from pipelines.stages import MaskStage, write_batch
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")

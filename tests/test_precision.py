@@ -57,7 +57,7 @@ def test_autocast_runs_bf16_or_nothing():
 def test_hallucinator_bf16_is_close_to_fp32_and_keeps_face_pixels(checkpoint, faces):
     masked, mask, aligned = faces
     fp32 = Hallucinator.from_pretrained(checkpoint, device="cpu")
-    assert fp32.precision == "fp32"  # auto on CPU: quality figures must not depend on the instruction set
+    assert fp32.precision == "fp32"  # the default: quality figures must not depend on the instruction set
     bf16 = Hallucinator.from_pretrained(checkpoint, device="cpu", precision="bf16")
     a, b = fp32(masked, mask), bf16(masked, mask)
     inside = mask.astype(bool)
@@ -97,3 +97,25 @@ def test_predictor_scores_in_bf16(checkpoint, faces):
     assert scores["bf16"].dtype == np.float32 and np.isfinite(scores["bf16"]).all()
     assert np.abs(scores["bf16"] - scores["fp32"]).max() < 0.02
     assert Predictor(str(checkpoint), device="cpu", batch_size=2).precision == P.resolve_precision("auto", "cpu")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_means_one_thing_and_the_resolved_value_is_kept(checkpoint, monkeypatch, native):
+    """Bug: the Hallucinator read auto as bf16 on CUDA only, precision.py as bf16 wherever it is native."""
+    monkeypatch.setattr(P, "native_bf16", lambda device: native)
+    expected = "bf16" if native else "fp32"
+    assert P.resolve_precision("auto", "cpu") == expected
+    assert Hallucinator.from_pretrained(checkpoint, device="cpu", precision="auto").precision == expected
+    from pipelines.plan import plan_resources
+
+    assert plan_resources(4, 0, None, None, "auto").precision == expected
+
+
+def test_every_precision_option_has_the_one_help_text():
+    from click.testing import CliRunner
+
+    from augmentor.cli import main
+
+    for command in ("run",):  # evaluate joins when it uses augmentor.options.precision_option
+        text = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
+        assert " ".join(P.PRECISION_HELP.split()) in text, command

@@ -97,6 +97,7 @@ def test_resume_skips_done_rows_and_cleans_temp_files(listing, tmp_path):
     assert again.processed == 0 and again.total == 6
 
 
+@pytest.mark.slow  # kill test
 def test_resume_after_sigkill(lfw_images, tmp_path):
     """Kill -9 a running preprocess, rerun it, and get every image exactly once."""
     paths = [lfw_images[i % len(lfw_images)] for i in range(40)]

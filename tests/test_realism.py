@@ -60,7 +60,7 @@ def test_identity_split_never_puts_one_identity_on_both_sides():
 def test_jpeg_roundtrip_changes_pixels_by_quality():
     images = textures(4, seed=1)
     high, low = jpeg_roundtrip(images, np.full(4, 95)), jpeg_roundtrip(images, np.full(4, 30))
-    error = lambda x: np.abs(x.astype(int) - images).mean()  # noqa: E731
+    error = lambda x: np.abs(x.astype(int) - images).mean()
     assert 0 < error(high) < error(low)
 
 
@@ -117,7 +117,7 @@ def test_real_referenced_normalisation_matches_numpy():
 def test_real_referenced_swd_sees_blur_that_per_set_swd_forgives():
     sharp, other = textures(60, seed=4, size=64), textures(60, seed=5, size=64)
     soft = blurred(other, 2.0)
-    rng = lambda: np.random.default_rng(1)  # noqa: E731
+    rng = lambda: np.random.default_rng(1)
     real = raw_levels(sharp, rng())
     stats = level_stats(real)
     ref = {r: normalise(d, stats[r]) for r, d in real.items()}
@@ -161,7 +161,7 @@ def test_diversity_of_copies():
     shifted[1][mask > 0] = base[mask > 0]  # the face is the same in every copy
     difference = pairwise_context_difference(shifted, mask)
     assert np.all((difference > 5.5) & (difference <= 6))
-    describe = lambda x: x.reshape(len(x), -1)[:, :10].astype(float)  # noqa: E731
+    describe = lambda x: x.reshape(len(x), -1)[:, :10].astype(float)
     assert np.allclose(pairwise_descriptor_distance(same, mask, describe), 0)
     with pytest.raises(ValueError, match="K >= 2"):
         pairwise_context_difference(same[:1], mask)

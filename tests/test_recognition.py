@@ -26,7 +26,7 @@ from recognition.backbone import (
     load_model,
     save_model,
 )
-from recognition.data import HALLUCINATED, REAL, FaceData, ManifestError, read_manifests, split_by_source
+from recognition.data import HALLUCINATED, REAL, FaceData, ManifestError, read_training_table, split_by_source
 from recognition.finetune import FinetuneConfig, Finetuner, finetune, lr_factor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,7 +288,7 @@ def test_dev_view_threshold_from_train_pairs_or_cross_validation(tmp_path):
 
 
 def test_manifests_union_labels_and_kinds(real_shards, fake_manifest):
-    table = read_manifests([real_shards, fake_manifest])
+    table = read_training_table([real_shards, fake_manifest])
     assert (table["kind"] == REAL).sum() == 2 * NAMES and (table["kind"] == HALLUCINATED).sum() == 2 * NAMES
     assert "Ghost" not in set(table["identity"])  # status error rows are dropped
     assert table["label"].nunique() == NAMES
@@ -297,8 +297,8 @@ def test_manifests_union_labels_and_kinds(real_shards, fake_manifest):
 
 
 def test_pipeline_output_folder_and_crashed_parts(tmp_path, fake_manifest):
-    from_folder = read_manifests([fake_manifest.parent])
-    from_file = read_manifests([fake_manifest])
+    from_folder = read_training_table([fake_manifest.parent])
+    from_file = read_training_table([fake_manifest])
     pd.testing.assert_frame_equal(from_folder, from_file)
     # A crashed run: only manifest/part-*.parquet, one key written twice; paths stay relative to the run folder.
     run = tmp_path / "run"
@@ -308,26 +308,26 @@ def test_pipeline_output_folder_and_crashed_parts(tmp_path, fake_manifest):
     pq.write_table(rows.slice(0, 5), run / "manifest" / "part-00000.parquet")
     pq.write_table(rows.slice(3, 5), run / "manifest" / "part-00001.parquet")
     for spec in (run, run / "manifest", run / "manifest" / "part-00001.parquet"):
-        table = read_manifests([spec])
+        table = read_training_table([spec])
         assert table["image_id"].is_unique and (table["kind"] == HALLUCINATED).all()
         assert all(Path(p).is_file() for p in table["path"])
-    assert len(read_manifests([run])) == 8
+    assert len(read_training_table([run])) == 8
     pq.write_table(rows.slice(0, 2), run / "manifest.parquet")  # a resumed run: merged file + newer parts
-    assert len(read_manifests([run])) == 8
+    assert len(read_training_table([run])) == 8
 
 
 def test_manifest_errors(tmp_path, fake_manifest):
     pq.write_table(pa.table({"image_id": ["a"], "whatever": [1]}), tmp_path / "odd.parquet")
     with pytest.raises(ManifestError, match="neither"):
-        read_manifests([tmp_path / "odd.parquet"])
+        read_training_table([tmp_path / "odd.parquet"])
     broken = pq.read_table(fake_manifest).to_pandas()
     broken.loc[0, "output_path"] = "images/gone.png"
     (tmp_path / "images").mkdir()
     broken.to_parquet(tmp_path / "broken.parquet")
     with pytest.raises(ManifestError, match="missing"):
-        read_manifests([tmp_path / "broken.parquet"])
+        read_training_table([tmp_path / "broken.parquet"])
     with pytest.raises(ManifestError, match="does not exist"):
-        read_manifests([tmp_path / "nope"])
+        read_training_table([tmp_path / "nope"])
 
 
 def test_split_by_source_is_exact_and_deterministic():
@@ -460,6 +460,7 @@ def test_finetune_arcface_dlib_step_lowers_loss(real_shards):
     assert float(last) < float(first)
 
 
+@pytest.mark.slow  # a Ray Train cluster of two workers
 @pytest.mark.ray
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own deprecated settings
 def test_ray_train_two_cpu_workers(tmp_path, real_shards, fake_manifest):

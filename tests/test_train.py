@@ -14,7 +14,7 @@ from augmentor.cli import main
 from augmentor.models import Cascade, CascadeConfig, input_pyramid
 from augmentor.training.checkpoints import load_generator, read_config, save_generator
 from augmentor.training.data import load_faces, split_by_identity
-from augmentor.training.loop import Trainer, load_run_config, train
+from augmentor.training.loop import Trainer, load_train_config, train
 from augmentor.training.schedule import progressive_stage
 
 
@@ -60,7 +60,7 @@ def test_run_outputs_and_checkpoint(tiny_config, tmp_path):
     grid = Image.open(run / "samples" / "epoch_0002.png")
     assert grid.size == (128 * 7, 128 * 2)  # masked | 5 blocks | truth, 2 faces
     assert (run / "loss_curves.png").stat().st_size > 5000
-    assert load_run_config(run) == tiny_config
+    assert load_train_config(run) == tiny_config
     config = read_config(checkpoint)
     assert config["data_fingerprint"] and config["architecture"]["widths"]["128"] == 8
     model, _ = load_generator(checkpoint)
@@ -140,7 +140,7 @@ def test_fine_tune_run_starts_from_init_from_and_resumes_without_it(tiny_config,
         torch.testing.assert_close(v1, v2, msg=k)
     assert config["init_from"] == str(tmp_path / "first") and config["epochs_trained"] == 1 and checkpoint.is_dir()
     shutil.rmtree(tmp_path / "first")
-    cfg = load_run_config(tmp_path / "tuned")
+    cfg = load_train_config(tmp_path / "tuned")
     train(dataclasses.replace(cfg, epochs=2), tmp_path / "tuned", resume=True)  # resume reads only its own run
     assert [m["epoch"] for m in _lines(tmp_path / "tuned")] == [1, 2]
 
@@ -208,3 +208,13 @@ def test_cli_train_dry_run_and_run(face_shards, tmp_path):
     assert no_data.exit_code == 2 and "--data" in no_data.output
     typo = runner.invoke(main, [*args, "--set", "loss.identiy=1"])
     assert typo.exit_code == 1 and "unknown key" in typo.output
+
+
+@pytest.mark.parametrize("folder", ["2024", "yes"])
+def test_cli_train_takes_any_folder_name(face_shards, tmp_path, monkeypatch, folder):
+    """Bug: the --data path went unquoted into the YAML overrides, so these names failed with "expected str"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / folder).symlink_to(face_shards, target_is_directory=True)
+    result = CliRunner().invoke(main, ["train", "--data", folder, "--out", "runs", "-n"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["data"]["path"] == folder

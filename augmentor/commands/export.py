@@ -7,16 +7,12 @@ from pathlib import Path
 
 import click
 
-from augmentor.options import out_dir_option
+from augmentor.options import folder_option, out_dir_option
 
 
 @click.command("export", context_settings={"show_default": True})
-@click.option(
-    "--checkpoint",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    metavar="DIR",
-    help="Checkpoint folder to export, e.g. runs/00003-cascade-cascade/checkpoint.",
+@folder_option(
+    "--checkpoint", required=True, help="Checkpoint folder to export, e.g. runs/00003-cascade-cascade/checkpoint."
 )
 @out_dir_option("Destination folder; augmentor/weights/cascade128 makes it the shipped default model.")
 @click.option(
@@ -38,11 +34,8 @@ from augmentor.options import out_dir_option
     metavar="PATH",
     help="Model card the exported config.json points to.",
 )
-@click.option(
+@folder_option(
     "--interpolate-from",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    metavar="DIR",
     help="Export a network interpolation BASE + ALPHA x (CHECKPOINT - BASE) with this checkpoint folder as BASE "
     "(ESRGAN's remedy for a GAN fine-tune that lost structure; docs/model.md).",
 )

@@ -8,17 +8,11 @@ from pathlib import Path
 
 import click
 
-from augmentor.options import dry_run_option, out_dir_option
+from augmentor.options import dry_run_option, file_option, folder_option, out_dir_option
 
 
 @click.command("pack", context_settings={"show_default": True})
-@click.option(
-    "--data",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    metavar="DIR",
-    help="Output folder of `augmentor preprocess`.",
-)
+@folder_option("--data", required=True, help="Output folder of `augmentor preprocess`.")
 @out_dir_option("Pack folder (git-ignored): faces.parquet, identity.safetensors, pack.json.", default=Path("pack"))
 @click.option(
     "--format",
@@ -41,10 +35,8 @@ from augmentor.options import dry_run_option, out_dir_option
     metavar="F",
     help="Leave out faces whose listing's padded_fraction is larger, as data.max_padded_fraction does.",
 )
-@click.option(
+@file_option(
     "--identity-weights",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
     metavar="DAT",
     help="dlib_face_recognition_resnet_model_v1.dat to convert. Default: the face-recognition-models copy.",
 )

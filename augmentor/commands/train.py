@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -11,6 +10,7 @@ from augmentor.options import (
     config_options,
     device_option,
     dry_run_option,
+    folder_option,
     next_run_dir,
     out_root_option,
     resume_option,
@@ -18,13 +18,8 @@ from augmentor.options import (
 
 
 @click.command("train", context_settings={"show_default": True})
-@click.option(
-    "--data",
-    "data_path",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    metavar="DIR",
-    help="Output folder of `augmentor preprocess` (overrides data.path of the config).",
+@folder_option(
+    "--data", "data_path", help="Output folder of `augmentor preprocess` (overrides data.path of the config)."
 )
 @config_options(
     "Training config, e.g. configs/train/cascade.yaml. Default: built-in.",
@@ -58,7 +53,7 @@ def train(data_path, config_path, overrides, regime, epochs, device, out_root, r
     """
     from augmentor.config import ConfigError, load_config, to_dict
     from augmentor.resources import MissingModelFileError
-    from augmentor.training.loop import TrainConfig, load_run_config
+    from augmentor.training.loop import TrainConfig, load_train_config
     from augmentor.training.loop import train as run_training
 
     if resume_dir is not None:
@@ -66,15 +61,16 @@ def train(data_path, config_path, overrides, regime, epochs, device, out_root, r
             raise click.BadParameter(
                 "--resume takes the run's saved config; give no other settings", param_hint="--resume"
             )
-        cfg, run_dir = load_run_config(resume_dir), resume_dir
+        cfg, run_dir = load_train_config(resume_dir), resume_dir
     else:
-        extra = list(overrides)
-        extra += [f"data.path={data_path}"] if data_path else []
-        extra += [f"regime={regime}"] if regime else []
-        extra += [f"epochs={epochs}"] if epochs else []
-        extra += [f"device={device}"] if device else []
-        try:
-            cfg = load_config(TrainConfig, config_path, extra)
+        given = {
+            "data.path": str(data_path) if data_path else None,
+            "regime": regime,
+            "epochs": epochs,
+            "device": device,
+        }
+        try:  # typed option values go in as they are: --data 2024 stays the folder name, not the number
+            cfg = load_config(TrainConfig, config_path, list(overrides), {k: v for k, v in given.items() if v})
         except (ConfigError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
         if not cfg.data.path:

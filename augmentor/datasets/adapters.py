@@ -197,19 +197,35 @@ def folder(root: Path) -> pd.DataFrame:
 
 
 def files_exist(paths: Iterable[str]) -> list[bool]:
-    """Whether each absolute path exists as a file: one directory listing per distinct parent, no per-file stat."""
+    """Whether each absolute path exists as a file: one directory listing per distinct parent, no per-file stat.
+
+    A parent that does not exist holds no file. One that exists but cannot be listed (no permission, an I/O error
+    of a network share) is an error: counting its files as missing would record them so, for good.
+
+    Raises:
+        DatasetError: a folder that exists could not be listed.
+    """
     listings: dict[str, set[str]] = {}
     out = []
     for path in paths:
         parent, name = os.path.split(path)
         if parent not in listings:
-            try:
-                with os.scandir(parent) as it:
-                    listings[parent] = {e.name for e in it if not e.is_dir()}
-            except OSError:
-                listings[parent] = set()
+            listings[parent] = _file_names(parent)
         out.append(name in listings[parent])
     return out
+
+
+def _file_names(folder: str) -> set[str]:
+    """The names of the files in ``folder``; none if it does not exist."""
+    try:
+        with os.scandir(folder) as it:
+            return {e.name for e in it if not e.is_dir()}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    except OSError as exc:
+        raise DatasetError(
+            f"cannot list {folder} ({exc.strerror or exc}): fix its permissions or mount, then rerun"
+        ) from exc
 
 
 def _check_missing(df: pd.DataFrame, source: Path, keep: bool) -> pd.DataFrame:

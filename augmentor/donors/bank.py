@@ -32,8 +32,8 @@ import numpy as np
 from augmentor.donors.compose import compose
 from augmentor.donors.config import DonorConfig
 from augmentor.donors.features import context_valid_share, describe, describe_all
-from augmentor.donors.search import nearest
 from augmentor.donors.seamless import compose_refined
+from augmentor.donors.search import nearest
 
 log = logging.getLogger(__name__)
 

@@ -2,20 +2,17 @@
 
 from augmentor.faces.align import Template
 from augmentor.faces.image_io import load_image
-from augmentor.faces.mask import RESOLUTIONS, PyramidLevel, hull_mask, pyramid
+from augmentor.faces.mask import hull_mask
 from augmentor.faces.masker import FaceMasker, MaskingConfig
 from augmentor.faces.result import FaceError, MaskedFace, Status
 
 __all__ = [
-    "RESOLUTIONS",
     "FaceError",
     "FaceMasker",
     "MaskedFace",
     "MaskingConfig",
-    "PyramidLevel",
     "Status",
     "Template",
     "hull_mask",
     "load_image",
-    "pyramid",
 ]

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from augmentor.layout import CROP_SIZE
+
 
 @dataclass(frozen=True)
 class Template:
@@ -17,7 +19,7 @@ class Template:
     the 250 px frame.
     """
 
-    size: int = 128  # output side in pixels
+    size: int = CROP_SIZE  # output side in pixels
     left_eye: tuple[float, float] = (51.0, 56.0)  # image-left eye centre (the subject's right eye)
     right_eye: tuple[float, float] = (77.0, 56.0)  # image-right eye centre
 

@@ -35,12 +35,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+DAT_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 #: dlib's recommended Euclidean distance threshold between descriptors of the same person.
 DLIB_MATCH_THRESHOLD = 0.6
 #: dlib input_rgb_image_sized means (avg_red, avg_green, avg_blue), also stored in the model file.
 DLIB_INPUT_MEAN = (122.782, 117.001, 104.298)
-CHIP_SIZE = 150
+CHIP_SIZE = 150  # side of dlib's face chip, the network's input
+#: The feature maps of the face-perceptual loss and distance: 35x35, 17x17 and 8x8 (of a 150 px chip).
+PERCEPTUAL_LAYERS = ("level4", "level3", "level2")
 
 # (name, channels, blocks, first block downsamples), input to output.
 _LEVELS = (
@@ -167,10 +169,10 @@ def read_dlib_resnet(path: str | Path | None = None) -> dict[str, np.ndarray]:
         MissingModelFileError: The file does not exist.
         ValueError: The file is truncated, corrupt, or not this network.
     """
-    path = dlib_model_path(MODEL_FILE) if path is None else Path(path)
+    path = dlib_model_path(DAT_FILE) if path is None else Path(path)
     if not path.is_file():
         raise MissingModelFileError(
-            f"{path} does not exist. Pass the path of {MODEL_FILE} (it ships with `pip install "
+            f"{path} does not exist. Pass the path of {DAT_FILE} (it ships with `pip install "
             "face-recognition-models`; or download it from http://dlib.net/files/ and bunzip2 it), or pass "
             "path=None to use the installed face-recognition-models copy."
         )
@@ -271,7 +273,7 @@ class DlibResNet(nn.Module):
         state = read_dlib_resnet(path)
         net = cls()
         net.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()})
-        logger.debug("loaded dlib face ResNet from %s", path or MODEL_FILE)
+        logger.debug("loaded dlib face ResNet from %s", path or DAT_FILE)
         return net
 
     @classmethod

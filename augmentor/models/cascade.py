@@ -28,7 +28,7 @@ def input_pyramid(
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Masked face and mask at every resolution, computed from the full-size masked input alone.
 
-    A level's mask is the halved mask thresholded at 0.5 (binary, as ``augmentor.faces.pyramid``). A face
+    A level's mask is the halved mask thresholded at 0.5 (binary at every level). A face
     pixel's value is the mean of the face pixels it covers, so the black background never darkens the rim.
 
     Args:

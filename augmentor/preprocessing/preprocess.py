@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 
 from augmentor.config import from_dict, to_dict
 from augmentor.faces import FaceMasker, MaskedFace, MaskingConfig
+from augmentor.locking import output_lock
+from augmentor.parquet import REDO_PREPROCESS, read_table
 from augmentor.preprocessing.shards import SHARD_SCHEMA, encode_png, shard_paths
 
 log = logging.getLogger(__name__)
@@ -124,7 +126,7 @@ class _ShardWriter:
 def _done_ids(out_dir: Path) -> set[str]:
     done: set[str] = set()
     for path in shard_paths(out_dir):
-        done.update(pq.read_table(path, columns=["image_id"])["image_id"].to_pylist())
+        done.update(read_table(path, ["image_id"], REDO_PREPROCESS)["image_id"].to_pylist())
     return done
 
 
@@ -158,7 +160,7 @@ def summarize(out_dir: Path) -> tuple[int, Counter, Counter]:
     statuses: Counter = Counter()
     reasons: Counter = Counter()
     for path in shard_paths(out_dir):
-        t = pq.read_table(path, columns=["status", "reason"])
+        t = read_table(path, ["status", "reason"], REDO_PREPROCESS)
         statuses.update(t["status"].to_pylist())
         reasons.update(r.split(":", 1)[0] for r in t["reason"].to_pylist() if r)
     return sum(statuses.values()), statuses, reasons
@@ -188,9 +190,11 @@ def preprocess(
         shard_size: Rows per shard.
         batch_size: Images per task sent to a worker.
         progress: Show a tqdm progress bar.
-    """
-    from tqdm import tqdm
 
+    Raises:
+        ValueError: a bad listing, or a folder written with other masking settings.
+        augmentor.locking.FolderInUseError: another process is writing to ``out_dir``.
+    """
     masking = masking or MaskingConfig()
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
@@ -199,7 +203,22 @@ def preprocess(
     if len(duplicated):
         raise ValueError(f"image_id must be unique; {len(duplicated)} repeat, e.g. {duplicated.iloc[0]!r}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with output_lock(out_dir, "augmentor preprocess"):  # a second writer is refused, not run twice
+        return _preprocess(table, out_dir, masking, workers, shard_size, batch_size, progress)
+
+
+def _preprocess(
+    table: pd.DataFrame,
+    out_dir: Path,
+    masking: MaskingConfig,
+    workers: int | None,
+    shard_size: int,
+    batch_size: int,
+    progress: bool,
+) -> PreprocessSummary:
+    """:func:`preprocess` on a checked listing, holding the output folder's lock."""
+    from tqdm import tqdm
+
     for stale in out_dir.glob(".part-*.parquet.tmp"):
         stale.unlink()
     _check_config(out_dir, masking)

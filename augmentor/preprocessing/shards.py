@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+from augmentor.parquet import REDO_PACK, REDO_PREPROCESS, read_table
 
 SHARD_GLOB = "part-*.parquet"
 PACK_FILE = "faces.parquet"  # the face table of an `augmentor pack` folder
@@ -124,12 +125,13 @@ def read_shards(directory: str | Path, columns: list[str] | None = None, status:
 
     Raises:
         FileNotFoundError: the folder holds no shard.
+        augmentor.parquet.CorruptFileError: a shard cannot be read (the message names it and how to redo it).
     """
     paths = shard_paths(directory)
     if not paths:
         raise FileNotFoundError(f"no {SHARD_GLOB} shards in {directory}; run `augmentor preprocess` first")
     read_columns = None if columns is None else list(dict.fromkeys(columns + (["status"] if status else [])))
-    tables = [pq.read_table(p, columns=read_columns) for p in paths]
+    tables = [read_table(p, read_columns, REDO_PREPROCESS) for p in paths]
     table = pa.concat_tables(tables, promote_options="default")
     if status is not None:
         table = table.filter(pc.equal(table["status"], status))
@@ -154,7 +156,7 @@ def read_faces(path: str | Path, columns: list[str] | None = None) -> pa.Table:
     """
     packed = pack_file(path)
     if packed is not None:
-        return pq.read_table(packed, columns=columns)
+        return read_table(packed, columns, REDO_PACK)
     if not shard_paths(path):
         raise FileNotFoundError(
             f"{path} holds neither {SHARD_GLOB} shards (run `augmentor preprocess`) nor a pack's {PACK_FILE} "

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import logging
+import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +15,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import augmentor
+from augmentor.atomic import recover_folder, replace_folder
 from augmentor.config import from_dict, to_dict
+from augmentor.layout import CONFIG_FILE, INDEX_FILE, MODEL_FILE, SHARD_GLOB
 from augmentor.models import Cascade, CascadeConfig
 
-MODEL_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"  # sharded weights: {"metadata": ..., "weight_map": {tensor: file}}
-CONFIG_FILE = "config.json"
 FORMAT = "augmentor-cascade"
 FORMAT_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 def code_version() -> str:
@@ -46,7 +51,10 @@ def write_checkpoint(
     meta: dict[str, Any] | None = None,
     max_shard_bytes: int | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` to ``directory``, each atomically (temp file + rename).
+    """Write ``model.safetensors`` and ``config.json`` as a new folder, then rename it into place of ``directory``.
+
+    A kill at any moment leaves the old checkpoint or the new one (see :mod:`augmentor.atomic`), never a folder
+    without weights. Other files already in ``directory`` are carried over.
 
     With ``max_shard_bytes``, weights larger than that are split into ``model-00001-of-0000N.safetensors`` ...
     plus ``model.safetensors.index.json`` (the Hugging Face layout), e.g. to keep every file under a size limit.
@@ -54,7 +62,7 @@ def write_checkpoint(
     Args:
         state: Tensors to store.
         architecture: What rebuilds the module (its config as plain data).
-        directory: Output folder (created).
+        directory: Output folder (created or replaced).
         fmt: Format name recorded in both files, checked by :func:`read_checkpoint_config`.
         version: Format version.
         meta: Extra JSON-able fields for ``config.json``.
@@ -62,10 +70,7 @@ def write_checkpoint(
             of its own.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    for stale in [directory / MODEL_FILE, directory / INDEX_FILE, *directory.glob("model-*-of-*.safetensors")]:
-        stale.unlink(missing_ok=True)  # a rewrite may change the layout; never leave two copies to pick from
     config = {
         "format": fmt,
         "format_version": version,
@@ -73,24 +78,47 @@ def write_checkpoint(
         "code_version": code_version(),
         **(meta or {}),
     }
+
+    def write(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        _write_weights(state, folder, fmt, max_shard_bytes)
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        _carry_other_files(directory, folder)
+
+    return replace_folder(directory, write)
+
+
+def _is_checkpoint_file(name: str) -> bool:
+    return name in (MODEL_FILE, INDEX_FILE, CONFIG_FILE) or fnmatch.fnmatch(name, SHARD_GLOB)
+
+
+def _carry_other_files(old: Path, new: Path) -> None:
+    """Copy what else the folder being replaced holds (a README, say) into its replacement."""
+    if not old.is_dir():
+        return
+    for path in old.iterdir():
+        if _is_checkpoint_file(path.name) or path.name.startswith("."):
+            continue
+        if path.is_dir():
+            shutil.copytree(path, new / path.name)
+        else:
+            shutil.copy2(path, new / path.name)
+
+
+def _write_weights(state: dict[str, torch.Tensor], folder: Path, fmt: str, max_shard_bytes: int | None) -> None:
+    """``model.safetensors``, or the shards and their index."""
     shards = _split(state, max_shard_bytes)
     if len(shards) == 1:
-        _save_atomic(state, directory / MODEL_FILE, fmt)
-    else:
-        weight_map = {}
-        for i, shard in enumerate(shards, 1):
-            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            _save_atomic(shard, directory / name, fmt)
-            weight_map.update(dict.fromkeys(shard, name))
-        total = sum(v.numel() * v.element_size() for v in state.values())
-        index = {"metadata": {"total_size": total, "format": fmt}, "weight_map": weight_map}
-        tmp = directory / f".{INDEX_FILE}.tmp"
-        tmp.write_text(json.dumps(index, indent=2))
-        tmp.replace(directory / INDEX_FILE)
-    tmp = directory / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps(config, indent=2))
-    tmp.replace(directory / CONFIG_FILE)
-    return directory
+        save_file(state, str(folder / MODEL_FILE), metadata={"format": fmt})
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / name), metadata={"format": fmt})
+        weight_map.update(dict.fromkeys(shard, name))
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    index = {"metadata": {"total_size": total, "format": fmt}, "weight_map": weight_map}
+    (folder / INDEX_FILE).write_text(json.dumps(index, indent=2))
 
 
 def _split(state: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[str, torch.Tensor]]:
@@ -107,12 +135,6 @@ def _split(state: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[s
         shards[-1][name] = tensor
         size += nbytes
     return shards
-
-
-def _save_atomic(state: dict[str, torch.Tensor], path: Path, fmt: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata={"format": fmt})
-    tmp.replace(path)
 
 
 def read_state(directory: str | Path) -> dict[str, torch.Tensor]:
@@ -149,6 +171,8 @@ def read_checkpoint_config(directory: str | Path, fmt: str, version: int) -> dic
         ValueError: another format, or a newer version than this code reads.
     """
     path = Path(directory) / CONFIG_FILE
+    if not path.is_file() and recover_folder(directory):  # a save was killed while renaming it into place
+        log.info("finished the interrupted save of %s", directory)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not an {fmt} checkpoint folder")
     config = json.loads(path.read_text())
@@ -222,6 +246,24 @@ def load_generator(directory: str | Path, device: str | torch.device = "cpu") ->
         FileNotFoundError: a file is missing.
         ValueError: the files do not match each other.
     """
-    config = read_config(directory)
-    model = load_weights(Cascade(from_dict(CascadeConfig, config["architecture"], "architecture")), directory)
-    return model.to(device).eval(), config
+    return load_checkpoint(directory, FORMAT, FORMAT_VERSION, CascadeConfig, Cascade, device)
+
+
+def load_checkpoint(
+    directory: str | Path,
+    fmt: str,
+    version: int,
+    architecture: type,
+    build: Callable[[Any], torch.nn.Module],
+    device: str | torch.device = "cpu",
+) -> tuple[Any, dict[str, Any]]:
+    """Rebuild a module from ``config.json`` (``build(architecture(**config["architecture"]))``), load its weights as
+    float32, and return it in eval mode on ``device`` with the config.
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        ValueError: another format, or files that do not match each other.
+    """
+    config = read_checkpoint_config(directory, fmt, version)
+    module = load_weights(build(from_dict(architecture, config["architecture"], "architecture")), directory)
+    return module.to(device).eval(), config

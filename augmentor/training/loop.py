@@ -11,22 +11,23 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch.profiler import record_function
 
-from augmentor.config import from_dict, to_dict
-from augmentor.models import Cascade, CascadeConfig, Discriminators, image_pyramid, input_pyramid
+from augmentor.atomic import write_text
+from augmentor.config import to_dict
+from augmentor.locking import output_lock
+from augmentor.models import Cascade, Discriminators, image_pyramid, input_pyramid
 from augmentor.precision import native_bf16, pick_device
-from augmentor.training.checkpoints import save_generator
+from augmentor.training import run_state
+from augmentor.training.checkpoints import load_generator, load_weights, save_generator
 from augmentor.training.data import (
-    DataConfig,
     FaceSet,
     batches,
     load_faces,
@@ -35,62 +36,30 @@ from augmentor.training.data import (
     to_model_range,
 )
 from augmentor.training.diffaugment import diff_augment
-from augmentor.training.losses import CascadeLoss, LossConfig, d_r1, g_adversarial, g_mode_seeking
-from augmentor.training.run_state import RunStateMixin
+from augmentor.training.losses import CascadeLoss, d_r1, g_adversarial, g_mode_seeking
+from augmentor.training.run_state import RunCounters, epoch_seed
 from augmentor.training.schedule import progressive_stage
+from augmentor.training.train_config import CONFIG_NAME, TrainConfig, adam, load_train_config
 from augmentor.training.validation import ValidationMixin
 from augmentor.visualize import plot_gan_curves, plot_loss_curves
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "train_config.json"
+DISCRIMINATORS_FILE = "discriminators.safetensors"  # in resume/
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs; saved to ``train_config.json`` and restored on resume."""
+class EpochResult:
+    """What one pass over the training faces did."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    model: CascadeConfig = field(default_factory=CascadeConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    regime: Literal["cascade", "progressive"] = "cascade"  # cascade: all blocks each step; progressive: ProGAN growth
-    epochs: int = 50  # maximum epochs (paper: 50)
-    stage_epochs: int = 10  # progressive only: epochs per resolution before growing
-    fade_fraction: float = 0.5  # progressive only: share of a stage spent fading the new block in
-    batch_size: int = 10  # paper: 10
-    lr_g: float = 1e-4  # Adam learning rate of the generator
-    lr_d: float = 2e-4  # Adam learning rate of the discriminators
-    betas: tuple[float, float] = (0.5, 0.999)  # Adam betas
-    patience: int = 5  # stop after this many epochs without validation improvement (0: never)
-    min_delta: float = 1e-4  # smallest validation-loss decrease that counts as improvement
-    seed: int = 0
-    device: str = "auto"  # auto: cuda if available, else cpu
-    bf16: bool = True  # bf16 autocast of every network on CUDA and on CPUs with native bf16; losses stay fp32
-    channels_last: bool = True  # channels_last memory format for every network and input (CPU and CUDA)
-    fused_adam: bool = True  # Adam's fused kernel where torch has one for the device
-    log_every: int = 50  # steps between measurements of the adversarial gradient reaching the generator
-    keep_every: int = 0  # also keep the generator of every N-th epoch in epochs/ (0: none), to pick one later
-    max_steps_per_epoch: int | None = None  # cap steps per epoch (smoke tests)
-    max_minutes: float | None = None  # wall-clock budget of fit(): ends the epoch in which it runs out, then stops
-    num_samples: int = 8  # validation faces in each epoch's sample grid
-    # Fine-tuning: start from a generator checkpoint folder, or from a run folder (its last/ generator and, when
-    # present, its resume/ discriminators). Optimisers, counters and the best validation loss start fresh.
-    init_from: str | None = None
-    val_batch_size: int = 32
+    epoch: int  # its index (0-based)
+    train: dict[str, float]  # mean of each logged term over the steps that measured it
+    steps: int
+    seconds: float
+    out_of_time: bool  # the time budget ran out during it
 
 
-def _adam(params, lr: float, betas: tuple[float, float], fused: bool) -> torch.optim.Adam:
-    """Adam, with the fused kernel where asked and this torch build has one for the device."""
-    params = list(params)
-    if fused:
-        try:
-            return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
-        except (RuntimeError, TypeError):
-            log.info("no fused Adam for this device: using the default implementation")
-    return torch.optim.Adam(params, lr=lr, betas=betas)
-
-
-class Trainer(ValidationMixin, RunStateMixin):
+class Trainer(ValidationMixin):
     """One training run. Build with a config and a run folder; call :meth:`fit`."""
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, faces: FaceSet | None = None):
@@ -106,34 +75,26 @@ class Trainer(ValidationMixin, RunStateMixin):
         self.val_set = self.faces.subset(val_idx) if len(val_idx) else None
         self.generator = Cascade(cfg.model).to(self.device)
         self.discriminators = Discriminators(cfg.model).to(self.device)
-        self.loss = CascadeLoss(cfg.loss).to(self.device)
+        self.bf16 = cfg.bf16 and native_bf16(self.device)
+        self.loss = CascadeLoss(cfg.loss, bf16=self.bf16).to(self.device)
         self.channels_last = cfg.channels_last
         if self.channels_last:
             for m in (self.generator, self.discriminators, self.loss):
                 m.to(memory_format=torch.channels_last)
-        self.opt_g = _adam(self.generator.parameters(), cfg.lr_g, cfg.betas, cfg.fused_adam)
-        self.opt_d = _adam(self.discriminators.parameters(), cfg.lr_d, cfg.betas, cfg.fused_adam)
-        self.bf16 = cfg.bf16 and native_bf16(self.device)
-        if self.loss.face is not None:
-            self.loss.face.autocast = self._autocast
-        self.epoch = 0  # next epoch to run
-        self.step = 0
-        self.best = math.inf
-        self.bad_epochs = 0
+        self.opt_g = adam(self.generator.parameters(), cfg.lr_g, cfg.betas, cfg.fused_adam)
+        self.opt_d = adam(self.discriminators.parameters(), cfg.lr_d, cfg.betas, cfg.fused_adam)
+        self.counters = RunCounters()
         # The training faces live on the device as uint8: one gather per batch, no loader processes.
         self.train_images = self.train_set.images.to(self.device)
         self.train_masks = self.train_set.masks.to(self.device)
         self.train_valid = self.train_set.valid.to(self.device)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast for the networks where the device runs bf16 natively (losses opt out inside)."""
+    @property
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """A fresh bf16 autocast for the networks where the device runs bf16 natively (losses opt out inside)."""
         if self.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
-
-    @property
-    def autocast(self) -> contextlib.AbstractContextManager:
-        return self._autocast()
 
     # --- schedule ---------------------------------------------------------------------------------------------
     def active(self, epoch: int, progress: float) -> tuple[int, float]:
@@ -218,7 +179,7 @@ class Trainer(ValidationMixin, RunStateMixin):
                 ms = g_mode_seeking(out[:half], out[half:], zt[:half], zt[half:], lc.diversity_bound)
                 g_total = g_total + lc.diversity * ms
                 g_logs["ms"] = ms.detach()
-        if blocks and self.step % self.cfg.log_every == 0:
+        if blocks and self.counters.step % self.cfg.log_every == 0:
             with record_function("adv_grad_log"):
                 logs.update(self._adversarial_gradients(fakes, d_scores))
         with record_function("g_backward_step"):
@@ -228,14 +189,14 @@ class Trainer(ValidationMixin, RunStateMixin):
         self.discriminators.requires_grad_(True)
         logs.update(g_logs)
         logs["g_total"] = g_total.detach()
-        self.step += 1
+        self.counters.step += 1
         return logs
 
     def _discriminator_step(
         self, targets: dict[int, torch.Tensor], fakes: dict[int, torch.Tensor], blocks: tuple[int, ...]
     ) -> dict[str, torch.Tensor]:
         lc = self.cfg.loss
-        lazy_r1 = lc.r1 > 0 and self.step % lc.r1_every == 0
+        lazy_r1 = lc.r1 > 0 and self.counters.step % lc.r1_every == 0
         reals_in = {r: targets[r].detach().requires_grad_(lazy_r1) for r in blocks}
         with self.autocast:
             d_real = {r: self.discriminators[r](self._augment(reals_in[r])) for r in blocks}
@@ -263,99 +224,151 @@ class Trainer(ValidationMixin, RunStateMixin):
 
     # --- the loop ---------------------------------------------------------------------------------------------
     def fit(self) -> Path:
+        """Train until ``epochs``, the patience or the time budget runs out; return the best checkpoint folder."""
+        deadline = None if self.cfg.max_minutes is None else time.monotonic() + 60.0 * self.cfg.max_minutes
+        while self.counters.epoch < self.cfg.epochs:
+            result = self.train_epoch(deadline)
+            self.end_epoch(result)
+            if result.out_of_time or (deadline is not None and time.monotonic() > deadline):
+                log.info("time budget of %s min used up in epoch %d: stopping", self.cfg.max_minutes, result.epoch + 1)
+                break
+            if self.counters.patience_spent(self.cfg.patience):
+                log.info("validation loss plateaued for %d epochs: stopping", self.counters.bad_epochs)
+                break
+        return self.finish()
+
+    def steps_per_epoch(self) -> int:
+        per_epoch = len(self.train_set) // self.cfg.batch_size
+        return min(per_epoch, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else per_epoch
+
+    def train_epoch(self, deadline: float | None = None) -> EpochResult:
+        """One pass over the training faces in the epoch's seeded order (checks ``deadline`` after each step)."""
         from tqdm import tqdm
 
+        cfg, epoch, per_epoch = self.cfg, self.counters.epoch, self.steps_per_epoch()
+        data_rng = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+        noise_rng = torch.Generator(self.device).manual_seed(epoch_seed(cfg.seed, epoch))
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}  # some terms (the adversarial gradient) are measured on some steps only
+        steps, out_of_time, start = 0, False, time.perf_counter()
+        bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False)
+        for i, idx in enumerate(batches(len(self.train_set), cfg.batch_size, data_rng)):
+            if i >= per_epoch:
+                break
+            top, fade = self.active(epoch, i / per_epoch)
+            idx = idx.to(self.device)
+            images, masks, valid = self.train_images[idx], self.train_masks[idx], self.train_valid[idx]
+            if cfg.data.mirror:
+                images, masks, valid = mirror(images, masks, valid, generator=data_rng)
+            logs = self.train_step(images, masks, top, fade, noise_rng, valid)
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0) + v
+                counts[k] = counts.get(k, 0) + 1
+            steps += 1
+            bar.update(1)
+            if i % 20 == 0:
+                bar.set_postfix(g=f"{float(logs['g_total']):.3f}", res=top)
+            # Checked after the step, so that every epoch trains at least once and its bookkeeping still runs.
+            if deadline is not None and time.monotonic() > deadline:
+                out_of_time = True
+                break
+        bar.close()
+        train = {k: float(v) / counts[k] for k, v in sums.items()}
+        return EpochResult(epoch, train, steps, time.perf_counter() - start, out_of_time)
+
+    def end_epoch(self, result: EpochResult) -> dict:
+        """Validate, count the epoch, save what it earned (best checkpoint, samples, resume state); its record."""
         cfg = self.cfg
-        per_epoch = len(self.train_set) // cfg.batch_size
-        if cfg.max_steps_per_epoch:
-            per_epoch = min(per_epoch, cfg.max_steps_per_epoch)
-        metrics_path = self.run_dir / "metrics.jsonl"
-        deadline = None if cfg.max_minutes is None else time.monotonic() + 60.0 * cfg.max_minutes
-        while self.epoch < cfg.epochs:
-            epoch = self.epoch
-            data_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)  # per epoch: resumable
-            noise_rng = torch.Generator(self.device).manual_seed(cfg.seed * 1_000_003 + epoch)
-            sums: dict[str, torch.Tensor] = {}
-            counts: dict[str, int] = {}  # some terms (the adversarial gradient) are measured on some steps only
-            steps, out_of_time = 0, False
-            start = time.perf_counter()
-            bar = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False)
-            for i, idx in enumerate(batches(len(self.train_set), cfg.batch_size, data_rng)):
-                if i >= per_epoch:
-                    break
-                top, fade = self.active(epoch, i / per_epoch)
-                idx = idx.to(self.device)
-                images, masks, valid = self.train_images[idx], self.train_masks[idx], self.train_valid[idx]
-                if cfg.data.mirror:
-                    images, masks, valid = mirror(images, masks, valid, generator=data_rng)
-                logs = self.train_step(images, masks, top, fade, noise_rng, valid)
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0) + v
-                    counts[k] = counts.get(k, 0) + 1
-                steps += 1
-                bar.update(1)
-                if i % 20 == 0:
-                    bar.set_postfix(g=f"{float(logs['g_total']):.3f}", res=top)
-                # Checked after the step, so that every epoch trains at least once and its bookkeeping still runs.
-                if deadline is not None and time.monotonic() > deadline:
-                    out_of_time = True
-                    break
-            bar.close()
-            seconds = time.perf_counter() - start
-            top, fade = self.active(epoch, 0.999)
-            train_means = {k: float(v) / counts[k] for k, v in sums.items()}
-            val = self.validate(top)
-            val_loss = val.get("loss", train_means["g_total"])
-            quality = self.quality() if top == cfg.model.resolutions[-1] else {}
-            self.epoch += 1
-            final_stage = top == cfg.model.resolutions[-1] and fade >= 1.0
-            improved = val_loss < self.best - cfg.min_delta
-            if improved or not final_stage:
-                self.best = min(self.best, val_loss) if final_stage else self.best
-                self.bad_epochs = 0
-            else:
-                self.bad_epochs += 1
-            if improved and final_stage:
-                save_generator(self.generator, self.run_dir / "checkpoint", self._meta())
-            record = {
-                "epoch": self.epoch,
-                "step": self.step,
-                "regime": cfg.regime,
-                "resolution": top,
-                "fade": fade,
-                "train": train_means,
-                "val": val,
-                "val_loss": val_loss,
-                "quality": quality,
-                "epoch_steps": steps,
-                "out_of_time": out_of_time,
-                "seconds": round(seconds, 3),
-                "images_per_second": round(steps * cfg.batch_size / seconds, 2),
-            }
-            with metrics_path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            self.sample_grid(top, self.run_dir / "samples" / f"epoch_{self.epoch:04d}.png")
-            if cfg.keep_every and self.epoch % cfg.keep_every == 0:
-                save_generator(self.generator, self.run_dir / "epochs" / f"epoch_{self.epoch:04d}", self._meta())
-            self.save_resume()
-            log.info(
-                "epoch %d: train g %.4f, val %.4f, %.1f img/s",
-                self.epoch,
-                train_means["g_total"],
-                val_loss,
-                record["images_per_second"],
-            )
-            if out_of_time or (deadline is not None and time.monotonic() > deadline):
-                log.info("time budget of %s min used up in epoch %d: stopping", cfg.max_minutes, self.epoch)
-                break
-            if cfg.patience and self.bad_epochs >= cfg.patience:
-                log.info("validation loss plateaued for %d epochs: stopping", self.bad_epochs)
-                break
+        top, fade = self.active(result.epoch, 0.999)
+        val = self.validate(top)
+        val_loss = val.get("loss", result.train["g_total"])
+        quality = self.quality() if top == cfg.model.resolutions[-1] else {}
+        final_stage = top == cfg.model.resolutions[-1] and fade >= 1.0
+        if self.counters.end_epoch(val_loss, cfg.min_delta, counts=final_stage):
+            save_generator(self.generator, self.run_dir / "checkpoint", self._meta())
+        epoch = self.counters.epoch
+        record = {
+            "epoch": epoch,
+            "step": self.counters.step,
+            "regime": cfg.regime,
+            "resolution": top,
+            "fade": fade,
+            "train": result.train,
+            "val": val,
+            "val_loss": val_loss,
+            "quality": quality,
+            "epoch_steps": result.steps,
+            "out_of_time": result.out_of_time,
+            "seconds": round(result.seconds, 3),
+            "images_per_second": round(result.steps * cfg.batch_size / result.seconds, 2),
+        }
+        run_state.append_metrics(self.run_dir, record)
+        self.sample_grid(top, self.run_dir / "samples" / f"epoch_{epoch:04d}.png")
+        if cfg.keep_every and epoch % cfg.keep_every == 0:
+            save_generator(self.generator, self.run_dir / "epochs" / f"epoch_{epoch:04d}", self._meta())
+        self.save_resume()
+        log.info("epoch %d: train g %.4f, val %.4f, %.1f img/s", epoch, result.train["g_total"], val_loss,
+                 record["images_per_second"])  # fmt: skip
+        return record
+
+    def finish(self) -> Path:
+        """The best checkpoint (the last generator if no epoch reached the top resolution) and the curves."""
         if not (self.run_dir / "checkpoint").exists():  # e.g. progressive training that never reached the top
             save_generator(self.generator, self.run_dir / "checkpoint", self._meta())
+        metrics_path = self.run_dir / run_state.METRICS_FILE
         plot_loss_curves(metrics_path, self.run_dir / "loss_curves.png")
         plot_gan_curves(metrics_path, self.run_dir / "gan_curves.png")
         return self.run_dir / "checkpoint"
+
+    # --- run state --------------------------------------------------------------------------------------------
+    def _meta(self) -> dict:
+        return {
+            "loss": to_dict(self.cfg.loss),
+            "regime": self.cfg.regime,
+            "data_fingerprint": self.faces.fingerprint,
+            **self.counters.meta(),
+            "init_from": self.cfg.init_from,  # epochs and steps count from there
+        }
+
+    def save_resume(self) -> None:
+        """Replace ``last/`` (the generator) and ``resume/`` (discriminators, optimisers, counters) together."""
+        d_state = {k: v.detach().cpu().contiguous() for k, v in self.discriminators.state_dict().items()}
+        run_state.save_resume(
+            self.run_dir,
+            self.counters,
+            lambda folder: save_generator(self.generator, folder, self._meta()),
+            {"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()},
+            {DISCRIMINATORS_FILE: lambda path: save_file(d_state, str(path))},
+        )
+
+    def load_resume(self) -> None:
+        """Continue after the last finished epoch (``last/`` and ``resume/``, checked to be of the same epoch)."""
+        self.counters, state = run_state.load_resume(self.run_dir, self.device)
+        generator, _ = load_generator(self.run_dir / "last", self.device)
+        self.generator.load_state_dict(generator.state_dict())
+        d_file = self.run_dir / "resume" / DISCRIMINATORS_FILE
+        self.discriminators.load_state_dict(load_file(str(d_file), device=str(self.device)))
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        log.info("resumed %s at epoch %d (step %d)", self.run_dir, self.counters.epoch, self.counters.step)
+
+    def load_init(self, source: Path) -> None:
+        """Copy weights from ``source`` (see ``TrainConfig.init_from``); the architectures must match."""
+        run = source if (source / "last").is_dir() else None
+        generator_dir = source / "last" if run else source
+        try:  # noise channels added on top of a deterministic model start at zero weight
+            load_weights(self.generator, generator_dir, grow_inputs=self.cfg.model.noise_channels > 0)
+        except (FileNotFoundError, ValueError, RuntimeError) as exc:  # RuntimeError: tensor shapes differ
+            raise ValueError(f"init_from {source}: cannot start this model from {generator_dir}: {exc}") from exc
+        d_file = run / "resume" / DISCRIMINATORS_FILE if run else None
+        with_d = d_file is not None and d_file.is_file()
+        if with_d:
+            try:
+                self.discriminators.load_state_dict(load_file(str(d_file), device=str(self.device)))
+            except RuntimeError as exc:  # another discriminator design (e.g. the old batch-norm one)
+                log.warning("init_from %s: discriminators do not fit this design, starting them fresh (%s)", run, exc)
+                with_d = False
+        log.info("initialised from %s%s", generator_dir, " with its discriminators" if with_d else "")
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, faces: FaceSet | None = None) -> Path:
@@ -366,25 +379,20 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, faces: Fa
         run_dir: Output folder. ``train_config.json`` is written before training starts.
         resume: Continue the run in ``run_dir`` from its last completed epoch.
         faces: Preloaded faces (tests); by default read from ``cfg.data.path``.
+
+    Raises:
+        augmentor.locking.FolderInUseError: another process is writing to ``run_dir``.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        (run_dir / CONFIG_NAME).write_text(json.dumps(to_dict(cfg), indent=2))
-    trainer = Trainer(cfg, run_dir, faces)
-    if resume:
-        trainer.load_resume()  # a resumed fine-tune no longer needs its init_from folder
-    elif cfg.init_from is not None:
-        trainer.load_init(Path(cfg.init_from))
-    return trainer.fit()
+    with output_lock(run_dir, "augmentor train"):
+        if not resume:
+            write_text(run_dir / CONFIG_NAME, json.dumps(to_dict(cfg), indent=2))
+        trainer = Trainer(cfg, run_dir, faces)
+        if resume:
+            trainer.load_resume()  # a resumed fine-tune no longer needs its init_from folder
+        elif cfg.init_from is not None:
+            trainer.load_init(Path(cfg.init_from))
+        return trainer.fit()
 
 
-def load_run_config(run_dir: str | Path) -> TrainConfig:
-    """The ``TrainConfig`` saved in a run folder."""
-    path = Path(run_dir) / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not a training run folder")
-    return from_dict(TrainConfig, json.loads(path.read_text()))
-
-
-__all__ = ["TrainConfig", "Trainer", "load_run_config", "train"]
+__all__ = ["TrainConfig", "Trainer", "load_train_config", "train"]

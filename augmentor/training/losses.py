@@ -9,10 +9,8 @@ Substitutions, since the paper's networks cannot be had offline:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augmentor.identity.network import CHIP_SIZE
+from augmentor.identity.network import PERCEPTUAL_LAYERS as FACE_PERCEPTUAL_LAYERS
 from augmentor.resources import MissingModelFileError
 
 log = logging.getLogger(__name__)
-
-FACE_PERCEPTUAL_LAYERS = ("level4", "level3", "level2")  # 35x35, 17x17 and 8x8 maps of the dlib ResNet
 
 
 @dataclass
@@ -180,12 +178,12 @@ class FaceFeatures(nn.Module):
     Images are resampled bilinearly to the network's 150x150 input: the whole aligned image, not a tight chip.
     """
 
-    def __init__(self, weights: str | Path | None = None, random: bool = False):
+    def __init__(self, weights: str | Path | None = None, random: bool = False, bf16: bool = False):
         super().__init__()
         from augmentor.identity.network import DlibResNet
 
         self.net = DlibResNet() if random else DlibResNet.from_file(weights)
-        self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext  # set by the trainer
+        self.bf16 = bf16  # run the network under bf16 autocast (the trainer's choice for every network)
         self.requires_grad_(False).train(False)
 
     def train(self, mode: bool = True) -> FaceFeatures:
@@ -193,8 +191,8 @@ class FaceFeatures(nn.Module):
 
     def forward(self, images: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Feature maps in float32 (the network itself may run under the trainer's bf16 autocast)."""
-        x = F.interpolate((images.float() + 1) / 2, size=(150, 150), mode="bilinear", align_corners=False)
-        with self.autocast():
+        x = F.interpolate((images.float() + 1) / 2, size=(CHIP_SIZE, CHIP_SIZE), mode="bilinear", align_corners=False)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             feats = self.net.features(x, layers)
         return {k: v.float() for k, v in feats.items()}
 
@@ -240,13 +238,14 @@ class CascadeLoss(nn.Module):
     Args:
         config: Weights and kinds.
         random_features: Use random-weight feature networks (tests only).
+        bf16: Run the face feature network under bf16 autocast (the loss terms themselves stay float32).
     """
 
-    def __init__(self, config: LossConfig | None = None, random_features: bool = False):
+    def __init__(self, config: LossConfig | None = None, random_features: bool = False, bf16: bool = False):
         super().__init__()
         self.config = cfg = config or LossConfig()
         need_face = cfg.identity > 0 or (cfg.perceptual > 0 and cfg.perceptual_kind == "face")
-        self.face = FaceFeatures(cfg.identity_weights, random=random_features) if need_face else None
+        self.face = FaceFeatures(cfg.identity_weights, random=random_features, bf16=bf16) if need_face else None
         self.lpips = None
         if cfg.perceptual > 0 and cfg.perceptual_kind == "lpips":
             self.lpips = LpipsDistance(random_backbone=cfg.lpips_random or random_features)

@@ -72,7 +72,7 @@ class PackSummary:
         return sum(self.file_bytes.values()) / 2**20
 
 
-def encode_image(array: np.ndarray, image_format: str, quality: int) -> bytes:
+def encode_pack_image(array: np.ndarray, image_format: str, quality: int) -> bytes:
     """WebP or JPEG bytes of an ``[H, W, 3]`` uint8 RGB array."""
     from PIL import Image
 
@@ -100,7 +100,7 @@ def save_identity_weights(path: str | Path, dat: str | Path | None = None) -> Pa
     """
     from safetensors.torch import save_file
 
-    from augmentor.identity.network import MODEL_FILE, read_dlib_resnet
+    from augmentor.identity.network import DAT_FILE, read_dlib_resnet
 
     state = {}
     for name, array in read_dlib_resnet(dat).items():
@@ -110,7 +110,7 @@ def save_identity_weights(path: str | Path, dat: str | Path | None = None) -> Pa
             raise ValueError(f"{name} overflows fp16")
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata={"format": "dlib-face-resnet", "source": MODEL_FILE, "dtype": "float16"})
+    save_file(state, str(tmp), metadata={"format": "dlib-face-resnet", "source": DAT_FILE, "dtype": "float16"})
     tmp.replace(path)
     return path
 
@@ -142,7 +142,7 @@ def build_pack(source: str | Path, out: str | Path, config: PackConfig | None = 
     images, masks, error_sum = [], [], 0.0
     for aligned, mask in zip(table["aligned"].to_pylist(), table["mask"].to_pylist(), strict=True):
         original = decode_png(aligned)  # [S, S, 3] uint8
-        encoded = encode_image(original, config.image_format, config.quality)
+        encoded = encode_pack_image(original, config.image_format, config.quality)
         error_sum += float(np.abs(decode_png(encoded).astype(np.int16) - original).mean())
         images.append(encoded)
         masks.append(encode_mask(decode_mask(mask)))

@@ -2,21 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
-from augmentor.training.data import batches, to_uint8
-from augmentor.training.losses import g_ssim
+from augmentor.training.data import FaceSet, batches, to_uint8
+from augmentor.training.losses import CascadeLoss, g_ssim
 from augmentor.visualize import cascade_grid, save_png
+
+if TYPE_CHECKING:
+    from augmentor.models import Cascade
+    from augmentor.training.train_config import TrainConfig
+
+
+class ValidatedTrainer(Protocol):
+    """What the validation methods read of their trainer: its whole interface to them."""
+
+    cfg: TrainConfig
+    device: torch.device
+    generator: Cascade
+    loss: CascadeLoss
+    train_set: FaceSet
+    val_set: FaceSet | None
+
+    @property
+    def autocast(self) -> contextlib.AbstractContextManager: ...
+
+    def loss_resolutions(self, top: int) -> tuple[int, ...]: ...
+
+    def _inputs(self, images: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor | None = None) -> tuple: ...
 
 
 class ValidationMixin:
-    """Methods of :class:`augmentor.training.loop.Trainer` that score and show the validation faces."""
+    """Methods of :class:`augmentor.training.loop.Trainer` that score and show the validation faces; they use only
+    what :class:`ValidatedTrainer` declares."""
 
     @torch.no_grad()
-    def validate(self, top: int) -> dict[str, float]:
+    def validate(self: ValidatedTrainer, top: int) -> dict[str, float]:
         """Mean generator terms (no adversarial term) over the validation identities."""
         if self.val_set is None:
             return {}
@@ -40,7 +65,7 @@ class ValidationMixin:
         return {k: v / count for k, v in sums.items()}
 
     @torch.no_grad()
-    def quality(self) -> dict[str, float]:
+    def quality(self: ValidatedTrainer) -> dict[str, float]:
         """Realism and structure of the 128 px output on the validation faces that lie wholly inside their photo.
 
         ``swd_N``: multi-scale sliced Wasserstein distance x 1e3 against the same faces' originals, per pyramid level
@@ -72,7 +97,7 @@ class ValidationMixin:
         return {"num_faces": len(inside), "ssim": ssim_sum / len(inside), **{f"swd_{r}": v for r, v in swd.items()}}
 
     @torch.no_grad()
-    def sample_grid(self, top: int, path: Path) -> Path | None:
+    def sample_grid(self: ValidatedTrainer, top: int, path: Path) -> Path | None:
         source = self.val_set if self.val_set is not None else self.train_set
         # One face per identity first, so the grid shows variety.
         firsts = sorted({ident: i for i, ident in reversed(list(enumerate(source.identities)))}.values())

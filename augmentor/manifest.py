@@ -35,15 +35,17 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+
+from augmentor.layout import MODEL_FILE
+from augmentor.layout import SHARD_GLOB as WEIGHT_SHARDS
+from augmentor.parquet import REDO_RUN, scan
 
 MANIFEST_FILE = "manifest.parquet"
 PARTS_DIR = "manifest"
 PART_GLOB = "part-*.parquet"
 MERGED_PREFIX = "part-merged-"  # a part made by merge_parts from many
 KEY = ("image_id", "copy")
-WEIGHTS_FILE = "model.safetensors"  # augmentor.training.checkpoints.MODEL_FILE, not imported to keep readers torch-free
 
 
 def _field(name: str, dtype: pa.DataType, description: str, nullable: bool = False) -> pa.Field:
@@ -82,8 +84,8 @@ def model_id(checkpoint: str | os.PathLike[str]) -> str:
     Raises:
         FileNotFoundError: no ``model.safetensors`` (nor ``model-*-of-*.safetensors`` shards) there.
     """
-    weights = Path(checkpoint) / WEIGHTS_FILE
-    files = [weights] if weights.is_file() else sorted(Path(checkpoint).glob("model-*-of-*.safetensors"))
+    weights = Path(checkpoint) / MODEL_FILE
+    files = [weights] if weights.is_file() else sorted(Path(checkpoint).glob(WEIGHT_SHARDS))
     if not files:
         raise FileNotFoundError(f"{weights} not found: not an augmentor checkpoint folder")
     digest = hashlib.sha256()
@@ -166,8 +168,15 @@ def _read(out_dir: Path, parts: list[Path], columns: list[str] | None = None) ->
     wanted = None if columns is None else list(dict.fromkeys([*KEY, *columns]))
     schema = MANIFEST_SCHEMA if wanted is None else pa.schema([MANIFEST_SCHEMA.field(c) for c in wanted])
     # One dataset scan, files in order and read on threads: a crashed CASIA-size run leaves thousands of parts.
-    table = pads.dataset([str(f) for f in files], schema=schema, format="parquet").to_table(columns=wanted)
+    table = scan(files, schema, wanted, [_recovery(f) for f in files])
     return _unique_keys(table)
+
+
+def _recovery(path: Path) -> str:
+    """What to do about a corrupt manifest file."""
+    if path.name == MANIFEST_FILE:
+        return "delete it and rerun `augmentor run` with the same --out: the rows it held are made again"
+    return REDO_RUN
 
 
 def done_keys(out_dir: str | os.PathLike[str]) -> pa.Table:
@@ -188,7 +197,7 @@ def merge_parts(out_dir: str | os.PathLike[str]) -> Path | None:
     parts = [p for p in part_paths(out_dir) if not p.name.startswith(MERGED_PREFIX)]
     if len(parts) < 2:
         return None
-    table = pads.dataset([str(p) for p in parts], schema=MANIFEST_SCHEMA, format="parquet").to_table()
+    table = scan(parts, MANIFEST_SCHEMA, recovery=REDO_RUN)
     table = _unique_keys(table)
     name = MERGED_PREFIX + part_name(table["image_id"].to_pylist(), table["copy"].to_pylist()).removeprefix("part-")
     merged = write_atomic(table, Path(out_dir) / PARTS_DIR / name)
