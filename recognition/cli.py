@@ -15,8 +15,10 @@ from augmentor.options import (
     batch_size_option,
     config_options,
     device_option,
+    donors_option,
     dry_run_option,
     limit_option,
+    model_specs_option,
     next_run_dir,
     out_dir_option,
     out_root_option,
@@ -241,16 +243,13 @@ def finetune(
 
 
 @click.command("verify-lfw", context_settings={"show_default": True})
-@click.option(
-    "--model",
-    "model_specs",
-    multiple=True,
-    required=True,
-    metavar="[NAME=]PATH|dlib|KIND:FILE",
-    help="A finetune run or checkpoint folder, 'dlib' (the dlib face ResNet port as a fixed baseline), or your own "
+@model_specs_option(
+    "A finetune run or checkpoint folder, 'dlib' (the dlib face ResNet port as a fixed baseline), or your own "
     "recogniser: onnx:FILE, torchscript:FILE, facenet:vggface2|casia-webface|FILE, each optionally followed by "
     ",size=PX,mean=M,std=S,align=five-point|crop,channels=rgb|bgr (docs/recognition.md). Nothing is downloaded. "
     "Repeatable: every model goes on one ROC plot.",
+    metavar="[NAME=]PATH|dlib|KIND:FILE",
+    required=True,
 )
 @click.option(
     "--root",
@@ -305,13 +304,9 @@ def finetune(
     "(the same donor, seamless composition; needs --donors). Repeatable or comma-separated; "
     "original is always scored.",
 )
-@click.option(
-    "--donors",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    metavar="PATH",
-    help="--context donor / donor-refined: the donor bank (augmentor.donors.DonorBank), built from training "
-    "faces, never LFW.",
+@donors_option(
+    "--context donor / donor-refined: the donor bank (augmentor.donors.DonorBank), built from training "
+    "faces, never LFW."
 )
 @progress_option("Show progress bars.")
 def verify_lfw(

@@ -116,6 +116,6 @@ def test_every_precision_option_has_the_one_help_text():
 
     from augmentor.cli import main
 
-    for command in ("run",):  # evaluate joins when it uses augmentor.options.precision_option
+    for command in ("run", "evaluate"):
         text = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
         assert " ".join(P.PRECISION_HELP.split()) in text, command

@@ -10,9 +10,13 @@ from augmentor.options import (
     batch_size_option,
     dataset_options,
     device_option,
+    donors_option,
     limit_option,
     load_listing,
+    model_specs_option,
     out_dir_option,
+    precision_option,
+    seed_option,
     workers_option,
 )
 
@@ -46,13 +50,7 @@ def labelled_models(model_specs: tuple[str, ...], progan: Path | None) -> dict[s
 
 
 @click.command("evaluate", context_settings={"show_default": True})
-@click.option(
-    "--model",
-    "model_specs",
-    multiple=True,
-    metavar="[NAME=]PATH",
-    help="A checkpoint folder to evaluate; repeatable. Default: the shipped model.",
-)
+@model_specs_option("A checkpoint folder to evaluate; repeatable. Default: the shipped model.")
 @click.option(
     "--progan",
     "progan",
@@ -65,7 +63,7 @@ def labelled_models(model_specs: tuple[str, ...], progan: Path | None) -> dict[s
 @dataset_options(default="lfw")
 @out_dir_option("Output folder: table.md, metrics.json, per_image.parquet, comparison.png, match_histogram.png.")
 @limit_option("Evaluate N images drawn with --seed. Default: all.", minimum=2)
-@click.option("--seed", type=int, default=0, metavar="INT", help="Seed of the image selection.")
+@seed_option("Seed of the image selection.")
 @device_option()
 @batch_size_option(64, "Images per forward pass.")
 @workers_option("Masking processes (default: all cores).")
@@ -82,12 +80,7 @@ def labelled_models(model_specs: tuple[str, ...], progan: Path | None) -> dict[s
     metavar="PATH",
     help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth) for Inception FID.",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16", "auto"]),
-    default="fp32",
-    help="The models' inference precision (auto: bf16 on CUDA, fp32 on the CPU). Metric networks always run fp32.",
-)
+@precision_option("The models' inference precision; metric networks always run fp32.", default="fp32")
 @click.option(
     "--reference-size",
     type=click.IntRange(min=2),
@@ -108,14 +101,10 @@ def labelled_models(model_specs: tuple[str, ...], progan: Path | None) -> dict[s
     is_flag=True,
     help="Also score dlib L2 and the share under dlib's 0.6 threshold on dlib's face chips (one more dlib pass per method).",
 )
-@click.option(
-    "--donors",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    metavar="PATH",
-    help="Donors of the 'nearest-donor context' rows: a preprocess output folder or its saved donor bank "
+@donors_option(
+    "Donors of the 'nearest-donor context' rows: a preprocess output folder or its saved donor bank "
     "(docs/donors.md). Default: --donor-pool images of the evaluated dataset's other identities. Donors from another "
-    "dataset make the C2ST judge the dataset's style, not the seams.",
+    "dataset make the C2ST judge the dataset's style, not the seams."
 )
 @click.option(
     "--donor-pool",

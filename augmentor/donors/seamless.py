@@ -5,8 +5,8 @@ For one target and one donor (see :func:`compose_refined`):
 
 1. **Fit.** The similarity fit of :mod:`augmentor.donors.compose`, then a thin-plate-spline warp that takes the
    donor's jaw and eyebrow landmarks exactly onto the target's (displacements clamped to ``max_warp`` px and pinned
-   to zero at the crop's border), so the donor's face edge lands on the target's and little of the donor's own
-   face is left showing.
+   to zero at the crop's border), both in one bicubic resampling, so the donor's face edge lands on the target's
+   and little of the donor's own face is left showing.
 2. **Recolour.** The same Lab shift from the two faces' border rings as the plain composition.
 3. **Band.** What is left of the donor's own face outside the target's mask is filled by a membrane (Poisson,
    zero guidance). After the warp it is a sliver, not a band.
@@ -55,16 +55,27 @@ def outline_field(donor_points: np.ndarray, target_points: np.ndarray, size: int
 
 
 def warp_outline(
-    image: np.ndarray, mask: np.ndarray, donor_points: np.ndarray, target_points: np.ndarray, max_warp: float
+    image: np.ndarray,
+    mask: np.ndarray,
+    matrix: np.ndarray,
+    donor_points: np.ndarray,
+    target_points: np.ndarray,
+    max_warp: float | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The donor's crop and face mask bent so that ``donor_points`` land on ``target_points``."""
+    """The donor's crop and face mask moved by the similarity ``matrix`` and then bent so that ``donor_points``
+    (already moved by ``matrix``) land on ``target_points``, in one resampling (bicubic), so the donor's texture is
+    interpolated once. ``max_warp`` None: the similarity alone."""
     import cv2
 
     size = image.shape[0]
-    field = outline_field(donor_points, target_points, size, max_warp)
     xs, ys = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
-    map_x, map_y = xs + field[..., 0], ys + field[..., 1]
-    warped = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    if max_warp is not None:
+        field = outline_field(donor_points, target_points, size, max_warp)
+        xs, ys = xs + field[..., 0], ys + field[..., 1]
+    inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64)).astype(np.float32)
+    map_x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    map_y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    warped = cv2.remap(image, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
     warped_mask = cv2.remap(mask, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return warped, warped_mask
 
@@ -112,16 +123,20 @@ def compose_refined(
     """
     import cv2
 
-    from augmentor.donors.compose import colour_shift, distance_from, fit_similarity, poisson_fill, warp_donor
+    from augmentor.donors.compose import colour_shift, distance_from, fit_similarity, poisson_fill
 
     config = config or DonorConfig()
     face = target_mask > 0
-    valid = np.ones(donor_mask.shape, np.uint8) if donor_valid is None else donor_valid
     matrix = fit_similarity(donor_landmarks[OUTLINE], target_landmarks[OUTLINE], config)
-    donor, donor_mask, _ = warp_donor(donor, donor_mask.astype(np.uint8), valid.astype(np.uint8), matrix)
     moved = np.asarray(donor_landmarks, np.float64) @ matrix[:, :2].T + matrix[:, 2]
-    if config.warp_outline:
-        donor, donor_mask = warp_outline(donor, donor_mask, moved[OUTLINE], target_landmarks[OUTLINE], config.max_warp)
+    donor, donor_mask = warp_outline(
+        donor,
+        donor_mask.astype(np.uint8),
+        matrix,
+        moved[OUTLINE],
+        target_landmarks[OUTLINE],
+        config.max_warp if config.warp_outline else None,
+    )
 
     donor_lab = to_lab(donor)
     delta = colour_shift(target, target_mask, donor_lab, donor_mask, config)

@@ -157,13 +157,20 @@ def prepare(table: pd.DataFrame, out_dir: Path, settings: EvalSettings) -> tuple
     return faces, reference, masking.status_counts, donors
 
 
-def hallucinate_models(models: dict[str, str | Path], faces: FaceSet, settings: EvalSettings, device, outputs: Outputs):
-    """Each model's ``settings.copies`` fills of ``faces``; copy ``k`` of image ``i`` uses noise seed ``k * N + i``."""
+def hallucinate_models(
+    models: dict[str, str | Path], faces: FaceSet, settings: EvalSettings, device, outputs: Outputs
+) -> dict[str, str]:
+    """Each model's ``settings.copies`` fills of ``faces``; copy ``k`` of image ``i`` uses noise seed ``k * N + i``.
+
+    Returns:
+        ``{model: the precision it ran in}`` (``auto`` resolved).
+    """
     from tqdm import tqdm
 
     from augmentor.hallucinator import Hallucinator
 
     masked, n = faces.masked, len(faces)
+    precisions = {}
     for name, path in models.items():
         hal = Hallucinator.from_pretrained(
             path, device=str(device), batch_size=settings.batch_size, precision=settings.precision
@@ -178,6 +185,8 @@ def hallucinate_models(models: dict[str, str | Path], faces: FaceSet, settings: 
         outputs.first[name] = copies[0]
         if len(copies) > 1:
             outputs.more[name] = np.stack(copies[1:])
+        precisions[name] = hal.precision
+    return precisions
 
 
 def hallucinate_donors(donors: str, faces: FaceSet, settings: EvalSettings, outputs: Outputs) -> int:
@@ -207,7 +216,7 @@ def hallucinate(models, faces: FaceSet, donors: str | None, settings: EvalSettin
         outputs.first[name] = fill_all(fill, faces.masked, faces.masks)
     if donors is not None:
         notes["donors"] = {"source": donors, "bank_size": hallucinate_donors(donors, faces, settings, outputs)}
-    hallucinate_models(models, faces, settings, device, outputs)
+    notes["precision_resolved"] = hallucinate_models(models, faces, settings, device, outputs)
     return outputs, notes
 
 
