@@ -25,7 +25,7 @@ import numpy as np
 VARIANTS = {  # name -> (refine, DonorConfig overrides)
     "plain": (False, {}),
     "refined": (True, {}),
-    "refined, no outline warp": (True, {"warp_outline": False}),
+    "refined, outline warp": (True, {"warp_outline": True}),
     "refined, blend 2 levels": (True, {"blend_levels": 2}),
     "refined, blend 4 levels": (True, {"blend_levels": 4}),
     "refined, appearance 1": (True, {"appearance_weight": 1.0}),
@@ -104,6 +104,8 @@ def main() -> None:
         line = "  ".join(f"{r} {np.mean(a):.3f}" for r, a in results[name]["c2st"].items())
         seam = "  ".join(f"{k} {v:.1f}" for k, v in results[name]["swd"].items() if k.startswith("seam"))
         print(f"{name:32s} {line}  {seam}  ({time.perf_counter() - start:.0f} s)", flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"limit": args.limit, "seeds": args.seeds, "results": results}, indent=2))
     base = results.get("plain")
     if base is not None:
         for name, result in results.items():
