@@ -82,6 +82,18 @@ def distance_from(mask: np.ndarray) -> np.ndarray:
     return cv2.distanceTransform((mask == 0).astype(np.uint8), cv2.DIST_L2, 5)
 
 
+def recolour(
+    target: np.ndarray, target_mask: np.ndarray, donor: np.ndarray, donor_mask: np.ndarray, config: DonorConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The donor's crop shifted in Lab towards the target's border colour: fully at the seam, ``colour_far`` of it
+    far away. Returns ``(recoloured [S, S, 3] float64, distance [S, S] px to the target's face)``."""
+    donor_lab = to_lab(donor)
+    delta = colour_shift(target, target_mask, donor_lab, donor_mask, config)
+    distance = distance_from(target_mask)
+    share = config.colour_far + (config.colour_near - config.colour_far) * np.exp(-distance / config.colour_decay)
+    return from_lab(donor_lab + share[..., None] * delta).astype(np.float64), distance
+
+
 def poisson_fill(
     fixed: np.ndarray, guide: np.ndarray, region: np.ndarray, flat: np.ndarray
 ) -> np.ndarray:  # all [H, W, C] float / [H, W] bool
@@ -162,11 +174,7 @@ def compose(
     matrix = fit_similarity(donor_landmarks[OUTLINE], target_landmarks[OUTLINE], config)
     donor, donor_mask, _ = warp_donor(donor, donor_mask.astype(np.uint8), valid.astype(np.uint8), matrix)
 
-    donor_lab = to_lab(donor)
-    delta = colour_shift(target, target_mask, donor_lab, donor_mask, config)
-    distance = distance_from(target_mask)
-    share = config.colour_far + (config.colour_near - config.colour_far) * np.exp(-distance / config.colour_decay)
-    recoloured = from_lab(donor_lab + share[..., None] * delta).astype(np.float64)
+    recoloured, distance = recolour(target, target_mask, donor, donor_mask, config)
 
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * config.band_dilation + 1,) * 2)
     band = (cv2.dilate(donor_mask, kernel) > 0) & ~face  # the donor's own face, where the target does not cover it

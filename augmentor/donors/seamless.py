@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from augmentor.donors.config import DonorConfig
-from augmentor.donors.features import OUTLINE, from_lab, to_lab
+from augmentor.donors.features import OUTLINE
 
 BORDER_ANCHORS = 5  # zero-displacement anchors per side of the crop (the warp leaves the border in place)
 WARP_GRID = 32  # the warp field is solved on this grid and resized to the crop
@@ -123,7 +123,7 @@ def compose_refined(
     """
     import cv2
 
-    from augmentor.donors.compose import colour_shift, distance_from, fit_similarity, poisson_fill
+    from augmentor.donors.compose import fit_similarity, poisson_fill, recolour
 
     config = config or DonorConfig()
     face = target_mask > 0
@@ -138,11 +138,7 @@ def compose_refined(
         config.max_warp if config.warp_outline else None,
     )
 
-    donor_lab = to_lab(donor)
-    delta = colour_shift(target, target_mask, donor_lab, donor_mask, config)
-    distance = distance_from(target_mask)
-    share = config.colour_far + (config.colour_near - config.colour_far) * np.exp(-distance / config.colour_decay)
-    recoloured = from_lab(donor_lab + share[..., None] * delta).astype(np.float64)
+    recoloured, _ = recolour(target, target_mask, donor, donor_mask, config)
 
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * config.refined_band_dilation + 1,) * 2)
     band = (cv2.dilate(donor_mask, kernel) > 0) & ~face  # what is left of the donor's face outside the target's
