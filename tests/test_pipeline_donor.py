@@ -132,6 +132,23 @@ def test_cli_checks_the_method_options(tmp_path, donor_folder):
     report = json.loads(result.output)
     assert report["method"] == "donor" and report["model_id"] == DonorBank.identify(donor_folder)
     assert report["plan"]["predictor_gpus"] == 0.0 and report["rows_total"] == 24 * 3
+    result = runner.invoke(main, ["run", "--method", "donor", "--donors", str(donor_folder), "--no-refine",
+                                  "--out", str(tmp_path / "e"), "-n"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plain = json.loads(result.output)  # the plain composition is another model: its rows never mix with refined ones
+    assert plain["model_id"] == DonorBank.identify(donor_folder) + "-plain"
+
+
+def test_donor_stage_refine_switch(donor_folder, masked_batch):
+    """--refine (default) and --no-refine put the same donors' context around the same face, composed two ways."""
+    refined = DonorPredictor(str(donor_folder), copies=1, device="cpu", batch_size=2, precision="fp32")(masked_batch)
+    plain = DonorPredictor(
+        str(donor_folder), copies=1, device="cpu", batch_size=2, precision="fp32", refine=False
+    )(masked_batch)
+    face = masked_batch["mask"][0].astype(bool)
+    assert refined["donor_image_id"][0] == plain["donor_image_id"][0]
+    np.testing.assert_array_equal(refined["image"][0][face], plain["image"][0][face])
+    assert not np.array_equal(refined["image"][0][~face], plain["image"][0][~face])
 
 
 @pytest.fixture(scope="module")
