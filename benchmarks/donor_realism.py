@@ -29,6 +29,9 @@ VARIANTS = {  # name -> (refine, DonorConfig overrides)
     "refined, blend 2 levels": (True, {"blend_levels": 2}),
     "refined, blend 4 levels": (True, {"blend_levels": 4}),
     "refined, appearance 1": (True, {"appearance_weight": 1.0}),
+    "refined, no fit": (True, {"fit_outline": False}),
+    "refined, colour far 0": (True, {"colour_far": 0.0}),
+    "refined, band dilation 2": (True, {"refined_band_dilation": 2}),
 }
 
 

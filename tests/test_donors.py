@@ -222,15 +222,17 @@ def test_inner_ring_lies_inside_the_mask(targets):
 
 
 @pytest.mark.slow  # loads the dlib-ResNet and describes every face (about a minute on 2 busy cores)
-def test_appearance_re_ranking_is_opt_in_and_stored_in_the_bank(donor_shards, targets, tmp_path):
+def test_appearance_re_ranking_is_the_default_and_stored_in_the_bank(donor_shards, targets, tmp_path):
+    assert DonorConfig().appearance  # look-alike donors by default
     shards = _copy_shards(donor_shards, tmp_path / "shards")
-    plain = DonorBank.load(shards)
+    plain = DonorBank.load(shards, DonorConfig(appearance_weight=0.0))
     assert plain.appearance is None
     looks = DonorConfig(appearance_weight=1.0, candidates=6)
     bank = DonorBank.load(shards, looks)
     assert bank.built and bank.appearance.shape == (10, 128) and np.isfinite(bank.appearance).all()
     assert json.loads((shards / BANK_DIR / BANK_FILE).read_text())["appearance"]
-    assert not DonorBank.load(shards).built and not DonorBank.load(shards, looks).built  # reused either way
+    assert not DonorBank.load(shards, DonorConfig(appearance_weight=0.0)).built  # reused either way
+    assert not DonorBank.load(shards, looks).built
 
     unknown = bank.recontext(targets["aligned"], targets["mask"], targets["landmarks"], [""] * 10, k=1)
     assert [row[0].donor_image_id for row in unknown] == targets["image_id"]  # own face: no appearance gap

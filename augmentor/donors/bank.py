@@ -197,7 +197,9 @@ class DonorBank:
             return nearest(queries, self.features, penalty, list(identities), self.identities, k, self.config)
         if self.appearance is None:
             raise ValueError("appearance_weight > 0, but this bank holds no appearance descriptors; reload it")
-        pool = min(max(k, self.config.candidates), len(self))
+        # re-rank at most as many donors as every target has of another identity (at least k: fewer raises below)
+        own = max((int((self.identities == i).sum()) for i in identities if i), default=0)
+        pool = max(k, min(self.config.candidates, len(self) - own))
         indices, distances = nearest(
             queries, self.features, penalty, list(identities), self.identities, pool, self.config
         )
