@@ -49,6 +49,13 @@ def test_a_corrupt_donor_shard_is_named_before_the_run_starts(shards, tmp_path):
         prepare(table, settings)
 
 
+def test_the_donor_bank_names_a_corrupt_shard(shards):
+    from augmentor.donors import DonorBank, DonorConfig
+
+    with pytest.raises(CorruptFileError, match=r"part-09999\.parquet cannot be read .*rerun `augmentor preprocess`"):
+        DonorBank.load(shards, DonorConfig(appearance_weight=0.0), save=False)
+
+
 def test_manifest_readers_name_the_corrupt_part(tmp_path):
     rows = {"image_id": ["a"], "identity": ["x"], "label": [0], "copy": [0], "source_path": ["a.jpg"],
             "output_path": ["a.png"], "status": ["ok"], "reason": [""], "model_id": ["m"], "seed": [1],

@@ -271,3 +271,19 @@ def test_evaluate_judges_realism_with_donors_of_the_same_dataset_and_copies(lfw_
     assert between == {(DONOR_REFINED, DONOR)}
     table_md = (tmp_path / "eval" / "table.md").read_text()
     assert "## Realism" in table_md and "C2ST whole" in table_md and "## Copies" in table_md
+
+
+def test_cli_evaluate_refuses_two_models_with_one_label(lfw_tree, tiny_checkpoint, tmp_path):
+    """Bug: --model runs/R/checkpoint --model runs/R/last both became "R" and only one was evaluated; --progan could
+    silently replace a --model ProGAN=...."""
+    last = tiny_checkpoint.parent / "last"
+    if not last.exists():
+        last.symlink_to(tiny_checkpoint)
+    base = ["evaluate", "--root", str(lfw_tree), "--limit", "3", "--out", str(tmp_path / "e")]
+    both = CliRunner().invoke(main, [*base, "--model", str(tiny_checkpoint), "--model", str(last)])
+    assert both.exit_code == 2 and "two models are labelled" in both.output and "NAME=PATH" in both.output
+    progan = CliRunner().invoke(
+        main, [*base, "--model", f"ProGAN={tiny_checkpoint}", "--progan", str(tiny_checkpoint)]
+    )
+    assert progan.exit_code == 2 and "'ProGAN'" in progan.output
+    assert not (tmp_path / "e" / "metrics.json").exists()

@@ -279,16 +279,15 @@ class DonorBank:
 
 def _build(shards: list[Path], config: DonorConfig) -> tuple[dict[str, np.ndarray], list]:
     """Describe every usable face of ``shards``: the saved arrays and each donor's PNGs."""
-    import pyarrow.parquet as pq
-
+    from augmentor.parquet import REDO_PREPROCESS, read_schema, read_table
     from augmentor.preprocessing.shards import decode_mask, decode_png
 
     wanted = ["image_id", "identity", "status", "aligned", "mask", "landmarks", "border_fraction", "valid"]
     features, landmarks, context, shard_of, row_of, ids, identities, pixels = [], [], [], [], [], [], [], []
     skipped = {"border": 0, "padded": 0, "context": 0}
     for s, path in enumerate(shards):
-        names = pq.read_schema(path).names
-        columns = pq.read_table(path, columns=[c for c in [*wanted, "padded_fraction"] if c in names]).to_pydict()
+        names = read_schema(path, REDO_PREPROCESS).names  # a corrupt shard is named, with how to redo it
+        columns = read_table(path, [c for c in [*wanted, "padded_fraction"] if c in names], REDO_PREPROCESS).to_pydict()
         for i, status in enumerate(columns["status"]):
             if status != "ok":
                 continue
@@ -352,15 +351,15 @@ def _appearance(pixels: list, landmarks: np.ndarray, batch: int = 256) -> np.nda
 
 def _read_pixels(shards: list[Path], arrays: dict[str, np.ndarray]) -> list[tuple[bytes, bytes, bytes | None]]:
     """The PNGs of every saved donor, read from its shard row (and checked against its image id)."""
-    import pyarrow.parquet as pq
+    from augmentor.parquet import REDO_PREPROCESS, read_schema, read_table
 
     pixels: list = [None] * len(arrays["row"])
     for s, path in enumerate(shards):
         where = np.flatnonzero(arrays["shard"] == s)
         if not len(where):
             continue
-        names = pq.read_schema(path).names
-        table = pq.read_table(path, columns=[c for c in ("image_id", "aligned", "mask", "valid") if c in names])
+        names = read_schema(path, REDO_PREPROCESS).names
+        table = read_table(path, [c for c in ("image_id", "aligned", "mask", "valid") if c in names], REDO_PREPROCESS)
         table = table.take(arrays["row"][where])
         columns = table.to_pydict()
         for j, i in enumerate(where):
