@@ -195,7 +195,7 @@ def test_evaluate_orders_the_metrics_on_real_faces(lfw_tree, tiny_checkpoint, tm
 
 def test_cli_evaluate(lfw_tree, tiny_checkpoint, tmp_path, no_torch_hub):
     runner = CliRunner()
-    base = ["evaluate", "--root", str(lfw_tree), "--limit", "3", "--workers", "1"]
+    base = ["evaluate", "--root", str(lfw_tree), "--limit", "3", "--workers", "1", "--donor-pool", "0"]
     from augmentor import hallucinator
 
     with pytest.MonkeyPatch.context() as patch:  # an install that lost its shipped weights

@@ -347,6 +347,37 @@ def comparisons(models: dict, outputs: Outputs) -> tuple[list, list]:
     return against_baselines, between
 
 
+def build_report(
+    settings, table, device, faces, reference, masking, models, outputs, notes, scorer, scores, copies, found,
+    found_between, seconds,
+) -> dict:
+    """The ``metrics.json`` content of one run."""
+    return {
+        "settings": asdict(settings),
+        "device": str(device),
+        "precision": settings.precision,
+        "images_scored": len(faces),
+        "reference_images": len(reference),
+        "images_requested": min(settings.limit or len(table), len(table)),
+        "reference_requested": min(
+            settings.reference_size or settings.limit or len(table), len(table) - min(settings.limit or 0, len(table))
+        ),
+        "feature_dim": int(scores.features[REAL].shape[1]),
+        "masking": masking,
+        "match_features": scorer.match_net.name,
+        "models": {k: str(v) for k, v in models.items()},
+        "baselines": [b for b in BASELINES if b in outputs.first],
+        "unavailable": {k: v for k, v in scorer.notes.items() if v.startswith("not available")},
+        "methods": scores.summary,
+        "c2st": {"accuracies": scores.c2st, "seconds": scores.c2st_seconds},
+        "copies": copies,
+        **notes,
+        "differences": [{**asdict(d), "verdict": d.verdict} for d in found],
+        "model_differences": [{**asdict(d), "verdict": d.verdict} for d in found_between],
+        "seconds": round(seconds, 1),
+    }
+
+
 def evaluate(table: pd.DataFrame, out_dir: str | Path, models: dict[str, str | Path], settings: EvalSettings) -> dict:
     """Mask, hallucinate and score; write table.md, metrics.json, per_image.parquet and figures to ``out_dir``.
 
@@ -384,30 +415,10 @@ def evaluate(table: pd.DataFrame, out_dir: str | Path, models: dict[str, str | P
         ignore_index=True,
     )
     per_image.to_parquet(out_dir / "per_image.parquet", index=False)
-    report = {
-        "settings": asdict(settings),
-        "device": str(device),
-        "precision": settings.precision,
-        "images_scored": len(faces),
-        "reference_images": len(reference),
-        "images_requested": min(settings.limit or len(table), len(table)),
-        "reference_requested": min(
-            settings.reference_size or settings.limit or len(table), len(table) - min(settings.limit or 0, len(table))
-        ),
-        "feature_dim": int(scores.features[REAL].shape[1]),
-        "masking": masking,
-        "match_features": scorer.match_net.name,
-        "models": {k: str(v) for k, v in models.items()},
-        "baselines": [b for b in BASELINES if b in outputs.first],
-        "unavailable": {k: v for k, v in scorer.notes.items() if v.startswith("not available")},
-        "methods": scores.summary,
-        "c2st": {"accuracies": scores.c2st, "seconds": scores.c2st_seconds},
-        "copies": copies,
-        **notes,
-        "differences": [{**asdict(d), "verdict": d.verdict} for d in found],
-        "model_differences": [{**asdict(d), "verdict": d.verdict} for d in found_between],
-        "seconds": round(time.perf_counter() - start, 1),
-    }
+    report = build_report(
+        settings, table, device, faces, reference, masking, models, outputs, notes, scorer, scores, copies,
+        found, found_between, time.perf_counter() - start,
+    )
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
     write_reports(report, per_image, faces.masked, outputs.first, faces.images, out_dir, settings.figure_rows)
     return report
