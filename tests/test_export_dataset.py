@@ -35,9 +35,8 @@ def _crops(face_shards: Path) -> dict[str, dict]:
 def run_dir(tmp_path_factory, face_shards) -> Path:
     """An `augmentor run` folder: two copies of every real crop (noise outside the face), one donor copy of a new
     identity, a failed row, and a part file that repeats a merged key with another output."""
-    from pipelines.manifest import MANIFEST_FILE, PARTS_DIR, write_atomic, write_part
-    from pipelines.manifest import MANIFEST_SCHEMA as schema
-
+    from augmentor.manifest import MANIFEST_FILE, PARTS_DIR, write_atomic, write_part
+    from augmentor.manifest import MANIFEST_SCHEMA as schema
     from augmentor.preprocessing.shards import encode_png
 
     out = tmp_path_factory.mktemp("run")

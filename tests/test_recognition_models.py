@@ -320,7 +320,7 @@ class GreyBank:
     def load(cls, path):
         return cls()
 
-    def recontext(self, aligned, masks, landmarks, identities, k=1):
+    def recontext(self, aligned, masks, landmarks, identities, k=1, refine=True):
         return [
             [Found(np.where(m[..., None] > 0, a, 128).astype(np.uint8), f"d{i}", f"id{i}", 1.0)]
             for i, (a, m) in enumerate(zip(aligned, masks, strict=True))

@@ -1,11 +1,11 @@
 """The inputs of ``augmentor export-dataset``, read as streams: preprocess folders and packs (the real aligned crops)
 and ``augmentor run`` folders (the hallucinated copies).
 
-The run manifest is read by its column names with pyarrow (the core does not import ``pipelines``; the schema is
-``pipelines/manifest.py``'s): ``image_id, identity, copy, source_path, output_path, status`` and, where the run used
+The run manifest is read by its column names with pyarrow (the schema and file names are
+``augmentor/manifest.py``'s): ``image_id, identity, copy, source_path, output_path, status`` and, where the run used
 donors, ``donor_image_id, donor_identity``. A run folder holds ``manifest.parquet`` and, while a run is going or
 after a crash, ``manifest/part-*.parquet``; both are read and each ``(image_id, copy)`` is kept once, the first seen,
-as ``pipelines.manifest.read_manifest`` does. Only ``ok`` rows are exported. Files are read in record batches, so
+as ``augmentor.manifest.read_manifest`` does. Only ``ok`` rows are exported. Files are read in record batches, so
 memory does not grow with the dataset (beyond the run keys kept to drop repeats).
 """
 
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from augmentor.manifest import MANIFEST_FILE as RUN_MANIFEST
+from augmentor.manifest import PARTS_DIR as RUN_PARTS
 from augmentor.preprocessing.shards import PACK_FILE, SHARD_GLOB
 
 REAL, COPY = "real", "copy"
-RUN_MANIFEST, RUN_PARTS = "manifest.parquet", "manifest"  # pipelines/manifest.py: MANIFEST_FILE, PARTS_DIR
 RUN_COLUMNS = ("image_id", "identity", "copy", "source_path", "output_path", "status")
 DONOR_COLUMNS = ("donor_image_id", "donor_identity")  # runs with --method donor
 REAL_COLUMNS = ("image_id", "identity", "aligned")  # + source_path and status in preprocess shards
