@@ -254,7 +254,7 @@ def score_sets(outputs: Outputs, faces: FaceSet, reference: FaceSet, scorer: Sco
         if name != REAL:
             scores.per_image[name] = scorer.per_image(images)
         scores.features[name] = scorer.face_features(images)
-        summary = {f"mean_{m}": float(np.nanmean(v)) for m, v in scores.per_image.get(name, {}).items()}
+        summary = {f"mean_{m}": v for m, v in scores_mean(scores.per_image.get(name, {})).items()}
         summary.update(scorer.set_level(images, scores.features[name]))
         values, scores.projections[name] = swd.score(images, faces.masks)
         summary.update(values)
@@ -269,9 +269,9 @@ def score_sets(outputs: Outputs, faces: FaceSet, reference: FaceSet, scorer: Sco
     return scores
 
 
-def score_copies(outputs: Outputs, faces: FaceSet, scorer: Scorer) -> dict[str, dict]:
+def score_copies(outputs: Outputs, faces: FaceSet, scorer: Scorer, scores: Scores) -> dict[str, dict]:
     """For each method with several copies: their diversity over the context, and the per-image metrics of every
-    copy (not only copy 0)."""
+    copy (not only copy 0; copy 0's are the ones :func:`score_sets` measured)."""
     from augmentor.evaluation.diversity import pairwise_context_difference, pairwise_descriptor_distance
 
     result = {}
@@ -279,7 +279,8 @@ def score_copies(outputs: Outputs, faces: FaceSet, scorer: Scorer) -> dict[str, 
         copies = outputs.copies(name)
         grey = pairwise_context_difference(copies, faces.masks)
         descriptor = pairwise_descriptor_distance(copies, faces.masks, scorer.describe)
-        per_copy = [scores_mean(scorer.per_image(copy)) for copy in copies]
+        per_copy = [scores_mean(scores.per_image[name])]
+        per_copy += [scores_mean(scorer.per_image(copy)) for copy in outputs.more[name]]
         result[name] = {
             "copies": len(copies),
             "context_grey_difference": float(grey.mean()),
@@ -406,7 +407,7 @@ def evaluate(table: pd.DataFrame, out_dir: str | Path, models: dict[str, str | P
     outputs, notes = hallucinate(models, faces, donors, settings, device)
     scorer = Scorer(faces.images, settings, device, masks=faces.masks, landmarks=faces.landmarks, reference=reference.images)
     scores = score_sets(outputs, faces, reference, scorer, settings)
-    copies = score_copies(outputs, faces, scorer)
+    copies = score_copies(outputs, faces, scorer, scores)
     against_baselines, between = comparisons(models, outputs)
     found = differences(scores, scorer, against_baselines, settings, len(faces), len(reference))
     found_between = differences(scores, scorer, between, settings, len(faces), len(reference))
