@@ -49,6 +49,28 @@ def labelled_models(model_specs: tuple[str, ...], progan: Path | None) -> dict[s
     return models
 
 
+def resolve_models(model_specs: tuple[str, ...], progan: Path | None, baselines_only: bool) -> dict[str, Path]:
+    """The labelled checkpoint folders to evaluate: the shipped model when none is given (unless baselines only).
+
+    Raises:
+        click.ClickException / click.BadParameter: no shipped model, or a folder that is no checkpoint.
+    """
+    from augmentor.hallucinator import default_weights
+
+    models = labelled_models(model_specs, progan)
+    if not models and not baselines_only:
+        try:
+            models["cascade (shipped)"] = default_weights()
+        except FileNotFoundError as exc:
+            raise click.ClickException(f"no --model given: {exc}; pass --model PATH or --baselines-only") from exc
+    for name, path in models.items():
+        if not (Path(path) / "config.json").is_file():
+            raise click.BadParameter(
+                f"{path} is not a checkpoint folder (no config.json)", param_hint=f"--model {name}"
+            )
+    return models
+
+
 @click.command("evaluate", context_settings={"show_default": True})
 @model_specs_option("A checkpoint folder to evaluate; repeatable. Default: the shipped model.")
 @click.option(
@@ -181,20 +203,9 @@ def evaluate(
     """
     from augmentor.evaluation.evaluate import EvalSettings
     from augmentor.evaluation.evaluate import evaluate as run_evaluation
-    from augmentor.hallucinator import default_weights
     from augmentor.resources import MissingModelFileError
 
-    models = labelled_models(model_specs, progan)
-    if not models and not baselines_only:
-        try:
-            models["cascade (shipped)"] = default_weights()
-        except FileNotFoundError as exc:
-            raise click.ClickException(f"no --model given: {exc}; pass --model PATH or --baselines-only") from exc
-    for name, path in models.items():
-        if not (Path(path) / "config.json").is_file():
-            raise click.BadParameter(
-                f"{path} is not a checkpoint folder (no config.json)", param_hint=f"--model {name}"
-            )
+    models = resolve_models(model_specs, progan, baselines_only)
     settings = EvalSettings(
         limit=limit,
         seed=seed,
