@@ -9,10 +9,12 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from augmentor.errors import InputError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file or override does not match its dataclass."""
 
 

@@ -19,12 +19,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from augmentor.errors import InputError
+
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".augmentor.lock"
 
 
-class FolderInUseError(ValueError):
+class FolderInUseError(InputError):
     """Another process is writing to the output folder."""
 
 

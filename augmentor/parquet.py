@@ -14,13 +14,15 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from augmentor.errors import InputError
+
 REDO_PREPROCESS = "delete it and rerun `augmentor preprocess` with the same --out: that redoes just its rows"
 REDO_RUN = "delete it and rerun `augmentor run` with the same --out: that redoes just its rows"
 REDO_PACK = "rerun `augmentor pack` to write it again"
 REPLACE = "replace it with an intact copy"
 
 
-class CorruptFileError(ValueError):
+class CorruptFileError(InputError):
     """A Parquet file that cannot be read (truncated, or not Parquet at all)."""
 
 
@@ -41,6 +43,14 @@ def read_schema(path: str | os.PathLike[str], recovery: str = REPLACE) -> pa.Sch
     """``pq.read_schema``, raising :class:`CorruptFileError` that names ``path`` and ``recovery``."""
     try:
         return pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise _corrupt(path, exc, recovery) from exc
+
+
+def open_file(path: str | os.PathLike[str], recovery: str = REPLACE) -> pq.ParquetFile:
+    """``pq.ParquetFile`` (for reading in batches), raising :class:`CorruptFileError` that names ``path``."""
+    try:
+        return pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise _corrupt(path, exc, recovery) from exc
 

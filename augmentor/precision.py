@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
+from augmentor.errors import InputError
+
 if TYPE_CHECKING:
     import torch
 
@@ -57,7 +59,7 @@ def check_precision(precision: str) -> str:
         ValueError: anything else.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     return precision
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from augmentor.errors import InputError
 from augmentor.locking import output_lock
 from augmentor.manifest import MANIFEST_FILE, PARTS_DIR, consolidate, merge_parts, remove_temporary, write_part
 from pipelines.donor import DonorPredictAndWrite, DonorPredictor
@@ -212,7 +213,7 @@ def _build_bank(settings: RunSettings) -> None:
 
     bank = DonorBank.load(settings.donors)
     if len(bank) <= settings.copies:
-        raise ValueError(f"--copies {settings.copies} needs more donors than the {len(bank)} of {settings.donors}")
+        raise InputError(f"--copies {settings.copies} needs more donors than the {len(bank)} of {settings.donors}")
     log.info("donor bank %s: %d donors (%s)", bank.id, len(bank), "built" if bank.built else "reused")
 
 
@@ -242,7 +243,7 @@ def _plan(settings: RunSettings) -> ResourcePlan:
     if settings.method == "donor":
         num_gpus = 0  # composition is numpy on the CPU; a GPU would only score
     if num_gpus > gpus:
-        raise ValueError(f"--num-gpus {num_gpus}, but the Ray cluster has {gpus} GPU(s)")
+        raise InputError(f"--num-gpus {num_gpus}, but the Ray cluster has {gpus} GPU(s)")
     # precision auto is resolved here, on the driver's machine
     plan = plan_resources(cpus, num_gpus, settings.workers, settings.batch_size, settings.precision, nodes)
     log.info("resource plan on %g CPUs, %d GPUs, %d node(s) with CPUs: %s", cpus, gpus, nodes, plan)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from augmentor.datasets.adapters import files_exist
 from augmentor.datasets.paths import output_stems
+from augmentor.errors import InputError
 from augmentor.manifest import MANIFEST_FILE, done_keys, identity_labels, model_id, part_paths
 from augmentor.precision import check_precision, resolve_precision
 from pipelines.stages import EXTENSIONS, SIZE
@@ -101,7 +102,7 @@ def plan_resources(
     if num_gpus > 0:
         budget = spare - num_gpus
         if budget <= 0:
-            raise ValueError(f"{num_gpus} GPU actors need more than {cluster_cpus:g} CPUs (1 each, plus masking)")
+            raise InputError(f"{num_gpus} GPU actors need more than {cluster_cpus:g} CPUs (1 each, plus masking)")
         mask_actors = workers or max(1, min(2, num_nodes), int(budget))
         return ResourcePlan(
             mask_actors,
@@ -117,7 +118,7 @@ def plan_resources(
     mask_actors = max(math.ceil(workers / PREDICTORS_PER_MASKER), min(2, num_nodes))
     predictor_cpus = (spare - mask_actors * MASKER_CPUS) / workers
     if predictor_cpus < 0.01:
-        raise ValueError(f"{workers} workers do not fit on {cluster_cpus:g} CPUs")
+        raise InputError(f"{workers} workers do not fit on {cluster_cpus:g} CPUs")
     threads = max(1, int(cluster_cpus) // workers)
     return ResourcePlan(
         mask_actors,
@@ -173,13 +174,13 @@ def check_run_file(out: Path, info: dict[str, Any], write: bool = True) -> None:
         found = json.loads(path.read_text())
         changed = [f"{k} {found.get(k)!r} there, {info[k]!r} now" for k in RESUME_KEYS if found.get(k) != info[k]]
         if changed:
-            raise ValueError(
+            raise InputError(
                 f"{out} holds a run with other settings ({'; '.join(changed)}): use a new --out folder, or the same "
                 "--model, --copies, --format, --seed and a dataset with the same identities (labels would shift)"
             )
         return
     if (out / MANIFEST_FILE).exists() or part_paths(out):
-        raise ValueError(f"{out} holds a manifest but no {RUN_FILE}: it was not written by `augmentor run`")
+        raise InputError(f"{out} holds a manifest but no {RUN_FILE}: it was not written by `augmentor run`")
     if write:
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / f".{RUN_FILE}.tmp"
@@ -198,9 +199,9 @@ def check_model(model: Path, copies: int) -> dict[str, Any]:
 
     architecture = read_config(model)["architecture"]
     if int(architecture["resolutions"][-1]) != SIZE:
-        raise ValueError(f"{model} outputs {architecture['resolutions'][-1]} px; the pipeline aligns faces to {SIZE}")
+        raise InputError(f"{model} outputs {architecture['resolutions'][-1]} px; the pipeline aligns faces to {SIZE}")
     if copies > 1 and not architecture.get("noise_channels"):
-        raise ValueError(
+        raise InputError(
             f"--copies {copies} needs a checkpoint with noise inputs, but {model} has noise_channels=0, so every copy "
             "would be identical; use --copies 1 or a model trained with --set model.noise_channels=N"
         )
@@ -215,15 +216,15 @@ def _check_method(settings: RunSettings) -> dict[str, str]:
         from augmentor.preprocessing.shards import shard_paths
 
         if settings.donors is None:
-            raise ValueError("method donor needs a donor folder (--donors PATH)")
+            raise InputError("method donor needs a donor folder (--donors PATH)")
         check_files(shard_paths(settings.donors), REDO_PREPROCESS)  # a truncated shard is named before any work
         bank = DonorBank.identify(settings.donors)
         # the composition is part of what made an image: a rerun with the other one redoes the rows
         return {"model": str(settings.donors.resolve()), "model_id": bank if settings.refine else f"{bank}-plain"}
     if settings.method != "cascade":
-        raise ValueError(f"method must be cascade or donor, got {settings.method!r}")
+        raise InputError(f"method must be cascade or donor, got {settings.method!r}")
     if settings.model is None:
-        raise ValueError("method cascade needs a checkpoint folder")
+        raise InputError("method cascade needs a checkpoint folder")
     check_model(settings.model, settings.copies)
     return {"model": str(settings.model.resolve()), "model_id": model_id(settings.model)}
 
@@ -273,9 +274,9 @@ def prepare(
         FileNotFoundError, ValueError: bad model, settings or output folder (messages fit for a user).
     """
     if not 1 <= settings.copies <= MAX_COPIES:
-        raise ValueError(f"copies must be in 1..{MAX_COPIES}, got {settings.copies}")
+        raise InputError(f"copies must be in 1..{MAX_COPIES}, got {settings.copies}")
     if settings.image_format not in EXTENSIONS:
-        raise ValueError(f"format must be one of {sorted(EXTENSIONS)}, got {settings.image_format!r}")
+        raise InputError(f"format must be one of {sorted(EXTENSIONS)}, got {settings.image_format!r}")
     check_precision(settings.precision)
     source = _check_method(settings)
     info = {

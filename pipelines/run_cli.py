@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from augmentor.errors import InputError
 from augmentor.layout import CONFIG_FILE
 from augmentor.options import (
     address_option,
@@ -160,7 +161,7 @@ def run(
             click.echo(json.dumps(_dry_run_report(prepared, settings), indent=2))
             return
         summary = run_pipeline(table, settings, limit, extra)
-    except (ConnectionError, FileNotFoundError, ValueError, JobFailedError) as exc:  # not a bug's RuntimeError
+    except (ConnectionError, FileNotFoundError, InputError, JobFailedError) as exc:  # not a bug's RuntimeError
         raise click.ClickException(str(exc)) from exc
     click.echo(format_summary(summary))
     if preview:
@@ -220,7 +221,7 @@ def _dry_run_report(prepared, settings) -> dict:
         try:
             plan = plan_resources(os.cpu_count() or 1, gpus, settings.workers, settings.batch_size, settings.precision)
             report["plan"] = plan.__dict__
-        except ValueError as exc:
+        except InputError as exc:
             report["plan"] = f"does not fit: {exc}"
     else:
         report["plan"] = "made from the cluster's resources when the run starts"

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from augmentor.datasets.paths import image_path
+from augmentor.errors import InputError
 from augmentor.layout import CROP_SIZE
 from augmentor.manifest import write_part
 
@@ -169,7 +170,7 @@ class Predictor(MatchScorer):
             model, device=device, batch_size=batch_size, precision=self.precision
         )
         if self.hallucinator.resolution != SIZE:
-            raise ValueError(f"{model} outputs {self.hallucinator.resolution} px; the pipeline aligns to {SIZE} px")
+            raise InputError(f"{model} outputs {self.hallucinator.resolution} px; the pipeline aligns to {SIZE} px")
         self.device = self.hallucinator.device
         self.descriptor = FaceDescriptor(descriptor_weights).to(self.device)
         self.copies, self.seed, self.batch_size = copies, seed, batch_size
@@ -204,7 +205,7 @@ def encode_image(image: np.ndarray, image_format: str) -> bytes:
     elif image_format == "jpeg":
         ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     else:
-        raise ValueError(f"unknown image format {image_format!r}; expected one of {sorted(EXTENSIONS)}")
+        raise InputError(f"unknown image format {image_format!r}; expected one of {sorted(EXTENSIONS)}")
     if not ok:
         raise ValueError(f"{image_format} encoding failed")
     return buf.tobytes()

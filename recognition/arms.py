@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from augmentor.errors import InputError
 from recognition.compare import ALPHA, Row
 
 SEED_LABEL = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")  # "pretrained/real-s0" -> arm "pretrained/real", seed 0
@@ -84,14 +85,14 @@ def group_arms(rows: list[Row], arm_specs: list[str] | tuple[str, ...] = ()) -> 
             name, sep, listed = spec.partition("=")
             names = [n.strip() for n in listed.split(",") if n.strip()]
             if not sep or not name or not names:
-                raise ValueError(f"--arm {spec!r}: expected NAME=LABEL[,LABEL...]")
+                raise InputError(f"--arm {spec!r}: expected NAME=LABEL[,LABEL...]")
             unknown = [n for n in names if n not in labels]
             if unknown:
-                raise ValueError(f"--arm {name}: no model {', '.join(unknown)} in the reports (models: {labels})")
+                raise InputError(f"--arm {name}: no model {', '.join(unknown)} in the reports (models: {labels})")
             members[name] = names
         seen = [n for names in members.values() for n in names]
         if len(seen) != len(set(seen)):
-            raise ValueError("a model is listed in two --arm options")
+            raise InputError("a model is listed in two --arm options")
     else:
         for label in labels:
             match = SEED_LABEL.match(label)
@@ -108,7 +109,7 @@ def group_arms(rows: list[Row], arm_specs: list[str] | tuple[str, ...] = ()) -> 
         for context, by_label in arm.rows.items():
             if len(by_label) != len(names):
                 missing = sorted(set(names) - set(by_label))
-                raise ValueError(f"arm {name}: {', '.join(missing)} not scored under context {context}")
+                raise InputError(f"arm {name}: {', '.join(missing)} not scored under context {context}")
         arms.append(arm)
     return arms
 
@@ -208,7 +209,7 @@ def compare_arms(rows: list[Row], arm_specs: list[str] | tuple[str, ...] = (), b
     """
     scored_on = {(r.pairs, r.num_pairs, r.entry["num_folds"]) for r in rows}
     if len(scored_on) > 1:
-        raise ValueError(
+        raise InputError(
             f"the reports were scored on different pairs ({sorted(scored_on)}): use the same pairs file and --limit"
         )
     arms = group_arms(rows, arm_specs)
@@ -242,7 +243,7 @@ def compare_arms(rows: list[Row], arm_specs: list[str] | tuple[str, ...] = (), b
                         f"| **{test['verdict']}** |"
                     )
     if not tests:
-        raise ValueError(f"no arm to compare with a baseline arm ({baseline!r}) of its group")
+        raise InputError(f"no arm to compare with a baseline arm ({baseline!r}) of its group")
     text += ["**Arms vs the baseline** (arm minus baseline; per run, over seeds)", "", *lines, ""]
     text.append(
         f"Verdict rule: gain or loss when the t test over runs gives p < {ALPHA}, else inside the noise. Paired by "

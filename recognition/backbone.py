@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from augmentor.config import to_dict
+from augmentor.errors import InputError
 from augmentor.identity.network import CHIP_SIZE
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def _trunk(name: str) -> tuple[nn.Module, int]:
                 # network diverges in a few steps when they train, so they stay frozen, like BN statistics.
                 param.requires_grad_(False)
         return net, 256
-    raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
+    raise InputError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
 
 
 class RecognitionNet(nn.Module):
@@ -116,7 +117,7 @@ class RecognitionNet(nn.Module):
     def __init__(self, config: NetConfig):
         super().__init__()
         if config.num_classes < 1:
-            raise ValueError("num_classes must be set (the identities of the training manifests)")
+            raise InputError("num_classes must be set (the identities of the training manifests)")
         self.config = config
         self.trunk, trunk_dim = _trunk(config.backbone)
         self.feat_extract = nn.Sequential(
@@ -166,7 +167,7 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a state dict of tensors")
+        raise InputError(f"{path} is not a state dict of tensors")
     return {k.removeprefix("module.").removeprefix("trunk."): v for k, v in state.items()}
 
 
@@ -192,7 +193,7 @@ def load_init(net: RecognitionNet, init: str) -> str:
         return "random initialisation"
     if init == "pretrained":
         if name != "dlib-resnet":
-            raise ValueError(f"--init pretrained only exists for dlib-resnet; for {name} pass a local weights file")
+            raise InputError(f"--init pretrained only exists for dlib-resnet; for {name} pass a local weights file")
         path = None
     else:
         path = Path(init)
@@ -208,7 +209,7 @@ def load_init(net: RecognitionNet, init: str) -> str:
     dropped = sorted(k for k in state if k not in trunk_keys)
     missing = sorted(trunk_keys - set(state))
     if missing:
-        raise ValueError(
+        raise InputError(
             f"--init {init} does not fit {name}: {len(missing)} trunk tensors missing, e.g. {missing[:3]}; "
             f"the file has e.g. {sorted(state)[:3]}"
         )

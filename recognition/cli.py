@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from augmentor.errors import InputError
 from augmentor.options import (
     address_option,
     batch_size_option,
@@ -236,7 +237,7 @@ def finetune(
             from recognition.finetune import finetune as run_finetune
 
             checkpoint = run_finetune(cfg, run_dir, resume=resume_dir is not None, progress=progress)
-    except (ManifestError, FileNotFoundError, ValueError) as exc:
+    except (InputError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"best checkpoint: {checkpoint}")
     click.echo(f"metrics: {run_dir / 'metrics.jsonl'}; loss curves: {run_dir / 'loss_curves.png'}")
@@ -382,7 +383,7 @@ def verify_lfw(
     )
     try:
         report = run_verify(models, root, pairs_path, out, settings, masking)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, InputError) as exc:
         raise click.ClickException(str(exc)) from exc
     align = report["alignment"]
     click.echo(
@@ -459,7 +460,7 @@ def compare(runs, json_path, arm_specs, baseline) -> None:
             text, tests = compare_arms(rows, list(arm_specs), baseline)
         else:
             text, tests = run_compare(rows)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+    except (FileNotFoundError, InputError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(text)
     if json_path is not None:

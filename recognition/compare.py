@@ -17,8 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from augmentor.errors import InputError
+
 ALPHA = 0.05  # significance level of the verdict
 REPORT_NAME = "report.json"
+REPORT_KEYS = (
+    "num_folds", "fold_accuracy", "fold_tpr", "tpr_pooled", "tpr_fold_mean", "tpr_fold_std", "accuracy_mean",
+    "accuracy_std",
+)  # fmt: skip  # what the tables and tests read from each model of a report
 
 
 @dataclass
@@ -32,12 +38,23 @@ class Row:
     context: str = "original"  # verify-lfw --context: the second image of every pair re-contexted
 
 
+def _read_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not a verify-lfw report ({exc})") from exc
+    if not isinstance(report, dict):
+        raise InputError(f"{path} is not a verify-lfw report (not a JSON object)")
+    return report
+
+
 def read_runs(specs: list[str]) -> list[Row]:
     """``[NAME=]PATH`` specs (a verify-lfw output folder or its report.json) -> one row per model and context in
     each report (the original context first).
 
     Raises:
         FileNotFoundError: no report at a path.
+        InputError: a report that is not JSON or lacks the numbers compared.
     """
     rows = []
     for spec in specs:
@@ -48,9 +65,11 @@ def read_runs(specs: list[str]) -> list[Row]:
         report_path = path / REPORT_NAME if path.is_dir() else path
         if not report_path.is_file():
             raise FileNotFoundError(f"{spec}: no {REPORT_NAME} (run `augmentor verify-lfw --out` first)")
-        report = json.loads(report_path.read_text())
+        report = _read_report(report_path)
         models = report.get("models", {})
         for model, entry in models.items():
+            if missing := [key for key in REPORT_KEYS if key not in entry]:
+                raise InputError(f"{report_path}: model {model} lacks {', '.join(missing)}; rerun verify-lfw")
             label = model if not name else (name if len(models) == 1 else f"{name}/{model}")
             pairs, num_pairs = Path(report.get("pairs", "")).name, int(report.get("num_pairs", 0))
             rows.append(Row(label, entry, pairs, num_pairs))
@@ -146,14 +165,14 @@ def compare(rows: list[Row]) -> tuple[str, dict]:
 def _compare_context(rows: list[Row], tests: dict[str, dict], suffix: str) -> list[str]:
     """The table and the fold-paired verdicts of the models of one context (the first is the baseline)."""
     if len(rows) < 2:
-        raise ValueError(f"need at least two models to compare, got {len(rows)}")
+        raise InputError(f"need at least two models to compare, got {len(rows)}")
     base = rows[0]
     text = [table(rows), ""]
     for row in rows[1:]:
         if (row.pairs, row.num_pairs) != (base.pairs, base.num_pairs) or row.entry["num_folds"] != base.entry[
             "num_folds"
         ]:
-            raise ValueError(
+            raise InputError(
                 f"{row.label} was scored on {row.num_pairs} pairs of {row.pairs}, {base.label} on {base.num_pairs} "
                 f"of {base.pairs}: compare runs made with the same pairs file and --limit"
             )

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from augmentor.errors import InputError
+
 log = logging.getLogger(__name__)
 
 ORIGINAL, MASKED, DONOR, DONOR_REFINED = "original", "masked", "donor", "donor-refined"
@@ -33,7 +35,7 @@ CONTEXTS = (ORIGINAL, MASKED, DONOR, DONOR_REFINED)
 REFINE = {DONOR: False, DONOR_REFINED: True}  # the contexts that take a donor's, and whether the seam is refined
 
 
-class ContextError(ValueError):
+class ContextError(InputError):
     """A context that cannot be made (unknown name, missing donor bank or donor method)."""
 
 

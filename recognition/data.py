@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from augmentor.errors import InputError
 from augmentor.manifest import MANIFEST_FILE, PART_GLOB, PARTS_DIR
 from augmentor.parquet import REDO_PREPROCESS, REDO_RUN, read_schema, read_table
 from augmentor.preprocessing.shards import SHARD_GLOB, decode_png
@@ -36,7 +37,7 @@ PIPELINE_COLUMNS = ("image_id", "identity", "status", "output_path")  # of augme
 REAL, HALLUCINATED = "real", "hallucinated"
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """A --manifest that is neither a preprocess output nor a pipeline manifest."""
 
 

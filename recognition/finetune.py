@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from augmentor.config import from_dict, to_dict
+from augmentor.errors import InputError
 from augmentor.locking import output_lock
 from augmentor.training import run_state
 from augmentor.training.run_state import RunCounters, epoch_seed
@@ -141,7 +142,7 @@ class Finetuner:
         num_train = len(self.copy_sampler) * world_size if self.copy_sampler else len(self.train_set)
         self.steps_per_epoch = num_train // (cfg.batch_size * world_size)
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{num_train} training faces are fewer than one batch ({cfg.batch_size} x {world_size})")
+            raise InputError(f"{num_train} training faces are fewer than one batch ({cfg.batch_size} x {world_size})")
         if cfg.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
         model_cfg = dataclasses.replace(cfg.model, image_size=cfg.data.image_size, num_classes=self.data.num_classes)
@@ -258,7 +259,7 @@ class Finetuner:
         self.counters, state = run_state.load_resume(self.run_dir, self.device)
         net, config = load_model(self.run_dir / run_state.LAST_DIR, self.device)
         if config["data"]["fingerprint"] != self.data_summary["fingerprint"]:
-            raise ValueError(f"{self.run_dir}: the manifests changed since this run started; start a new run")
+            raise InputError(f"{self.run_dir}: the manifests changed since this run started; start a new run")
         self.net.load_state_dict(net.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -15,11 +15,13 @@ from typing import Literal
 
 import numpy as np
 
+from augmentor.errors import InputError
+
 Metric = Literal["pearson", "cosine"]
 FPR_TARGETS = (0.01, 0.001)  # the operating points reported (paper Table 2: TPR at FPR = 0.01)
 
 
-class PairsError(ValueError):
+class PairsError(InputError):
     """A pairs file that does not follow the LFW format."""
 
 
@@ -131,7 +133,7 @@ def pair_scores(features: np.ndarray, left: np.ndarray, right: np.ndarray, metri
     if metric == "pearson":
         feats = feats - feats.mean(axis=1, keepdims=True)
     elif metric != "cosine":
-        raise ValueError(f"unknown metric {metric!r}; use pearson or cosine")
+        raise InputError(f"unknown metric {metric!r}; use pearson or cosine")
     feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
     return np.einsum("pd,pd->p", feats[left], feats[right])
 
@@ -149,7 +151,7 @@ def roc(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     same = np.asarray(same, bool)
     num_pos, num_neg = int(same.sum()), int((~same).sum())
     if num_pos == 0 or num_neg == 0:
-        raise ValueError(f"a ROC needs matched and mismatched pairs ({num_pos} matched, {num_neg} mismatched)")
+        raise InputError(f"a ROC needs matched and mismatched pairs ({num_pos} matched, {num_neg} mismatched)")
     order = np.argsort(-scores, kind="mergesort")
     s, y = scores[order], same[order]
     last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last index of each run of equal scores

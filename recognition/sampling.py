@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from augmentor.errors import InputError
 from recognition.data import REAL
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,11 @@ class CopySampler(torch.utils.data.Sampler[int]):
         world_size: int = 1,
     ):
         if not 0.0 <= probability <= 1.0:
-            raise ValueError(f"copy probability {probability} is not in [0, 1]")
+            raise InputError(f"copy probability {probability} is not in [0, 1]")
         if len(copies) != len(real):
-            raise ValueError(f"{len(real)} real rows but {len(copies)} copy lists")
+            raise InputError(f"{len(real)} real rows but {len(copies)} copy lists")
         if len(real) == 0:
-            raise ValueError("--copy-probability draws real crops, and the training rows hold none")
+            raise InputError("--copy-probability draws real crops, and the training rows hold none")
         self.real = np.asarray(real, np.int64)
         self.num_copies = np.array([len(c) for c in copies], np.int64)  # [R]
         self.offsets = np.concatenate([[0], np.cumsum(self.num_copies)])  # [R + 1] into flat

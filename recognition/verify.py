@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from augmentor.errors import InputError
 from recognition import lfw
 from recognition.contexts import (
     ORIGINAL,
@@ -89,7 +90,7 @@ def align_images(
     for i, name in enumerate(names):
         row = rows[name]
         if row["source_path"] != str(root / name):
-            raise ValueError(f"{cache_dir} caches {row['source_path']} for {name}, not {root / name}: use a new --out")
+            raise InputError(f"{cache_dir} caches {row['source_path']} for {name}, not {root / name}: use a new --out")
         if row["status"] == "ok":
             images[i] = decode_png(row["aligned"])
             masks[i] = decode_mask(row["mask"])
@@ -98,7 +99,7 @@ def align_images(
         try:
             images[i] = centre_crop(load_image(root / name), size, settings.fallback_fraction)
         except FaceError as err:
-            raise ValueError(f"{root / name} cannot be read: {err.reason}") from err
+            raise InputError(f"{root / name} cannot be read: {err.reason}") from err
         landmarks.append(None)
         fallbacks[name] = row["reason"]
     if fallbacks:
@@ -111,9 +112,9 @@ def align_images(
 
 def _check_view(pairs: lfw.Pairs, view: str) -> None:
     if view == "view2" and pairs.num_folds < 2:
-        raise ValueError(f"{pairs.source} is a View 1 file (one set); pass --view dev")
+        raise InputError(f"{pairs.source} is a View 1 file (one set); pass --view dev")
     if view == "dev" and pairs.num_folds != 1:
-        raise ValueError(f"{pairs.source} is a View 2 file ({pairs.num_folds} folds); drop --view dev")
+        raise InputError(f"{pairs.source} is a View 2 file ({pairs.num_folds} folds); drop --view dev")
 
 
 def run_protocol(
@@ -231,7 +232,7 @@ def load_pairs(pairs_path: str | Path, settings: VerifySettings) -> tuple[lfw.Pa
     train = None
     if settings.train_pairs:
         if settings.view != "dev":
-            raise ValueError("--train-pairs is for --view dev (View 2 chooses thresholds on the other folds)")
+            raise InputError("--train-pairs is for --view dev (View 2 chooses thresholds on the other folds)")
         train = lfw.read_pairs(settings.train_pairs)
         _check_view(train, "dev")
     if settings.limit:

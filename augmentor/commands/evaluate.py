@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from augmentor.errors import InputError
 from augmentor.options import (
     batch_size_option,
     dataset_options,
@@ -203,7 +204,6 @@ def evaluate(
     """
     from augmentor.evaluation.evaluate import EvalSettings
     from augmentor.evaluation.evaluate import evaluate as run_evaluation
-    from augmentor.resources import MissingModelFileError
 
     models = resolve_models(model_specs, progan, baselines_only)
     settings = EvalSettings(
@@ -228,7 +228,7 @@ def evaluate(
     _, _, table = load_listing(dataset, root, identities, path_column, identity_column)
     try:
         report = run_evaluation(table, out, models, settings)
-    except (MissingModelFileError, ValueError, FileNotFoundError) as exc:
+    except (InputError, FileNotFoundError) as exc:  # MissingModelFileError is a FileNotFoundError
         raise click.ClickException(str(exc)) from exc
     click.echo((out / "table.md").read_text())
     click.echo(

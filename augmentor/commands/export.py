@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from augmentor.errors import InputError
 from augmentor.options import folder_option, out_dir_option
 
 
@@ -74,6 +75,6 @@ def export(
         report = export_generator(
             checkpoint, out, dtype, max_shard_mb, {"model_card": model_card}, interpolate_from, alpha
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, InputError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, indent=2))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from augmentor.errors import InputError
 from augmentor.options import dry_run_option, out_dir_option, progress_option, workers_option
 
 FORMATS = ("imagefolder", "webdataset", "insightface", "hf")  # augmentor.dataset_export.writers.FORMATS; tested
@@ -56,9 +57,9 @@ def export_dataset(sources, fmt, out, size, jpeg_quality, shard_size, workers, p
       augmentor export-dataset runs/celeba-aug --to hf --out exports/hf
       augmentor export-dataset runs/lfw-sample --to imagefolder --out exports/folder -n
     """
-    from augmentor.dataset_export.export import ExportError, ExportSettings, scan
+    from augmentor.dataset_export.export import ExportSettings, scan
     from augmentor.dataset_export.export import export_dataset as run_export
-    from augmentor.dataset_export.sources import SourceError, open_source
+    from augmentor.dataset_export.sources import open_source
 
     settings = ExportSettings(fmt, size, jpeg_quality, shard_size, workers, progress)
     try:
@@ -76,7 +77,7 @@ def export_dataset(sources, fmt, out, size, jpeg_quality, shard_size, workers, p
             click.echo(json.dumps(summary, indent=2))
             return
         summary = run_export(list(sources), out, settings)
-    except (SourceError, ExportError, ValueError, OSError) as exc:  # ValueError: also pyarrow's ArrowInvalid
+    except (InputError, FileNotFoundError) as exc:  # SourceError, ExportError, CorruptFileError
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"{summary['num_samples']} images ({summary['num_real']} real, {summary['num_copies']} copies) of "

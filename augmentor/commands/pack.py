@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from augmentor.errors import InputError
 from augmentor.options import dry_run_option, file_option, folder_option, out_dir_option
 
 
@@ -61,7 +62,6 @@ def pack(
       augmentor pack --data runs/celeba --out pack
       augmentor pack --data runs/celeba --out pack --format jpeg --quality 95
     """
-    from augmentor.resources import MissingModelFileError
     from augmentor.training.pack import PackConfig, build_pack
 
     config = PackConfig(
@@ -75,7 +75,7 @@ def pack(
         return
     try:
         summary = build_pack(data, out, config)
-    except (FileNotFoundError, MissingModelFileError, ValueError) as exc:
+    except (FileNotFoundError, InputError) as exc:  # MissingModelFileError is a FileNotFoundError
         raise click.ClickException(str(exc)) from exc
     for name, size in summary.file_bytes.items():
         click.echo(f"{out / name}: {size / 2**20:.2f} MiB")

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from augmentor.errors import InputError
 from augmentor.options import (
     config_options,
     dataset_options,
@@ -83,7 +84,7 @@ def preprocess(
         return
     try:
         summary = run_preprocess(table, out, masking=masking, workers=workers, shard_size=shard_size, progress=progress)
-    except (MissingModelFileError, ValueError) as exc:
+    except (MissingModelFileError, InputError) as exc:
         raise click.ClickException(str(exc)) from exc
     counts = summary.status_counts
     click.echo(

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from augmentor.errors import InputError
 from augmentor.options import (
     config_options,
     device_option,
@@ -51,8 +52,7 @@ def train(data_path, config_path, overrides, regime, epochs, device, out_root, r
       augmentor train --data runs/celeba --config configs/train/tiny.yaml --device cpu
       augmentor train --resume runs/00003-cascade-cascade
     """
-    from augmentor.config import ConfigError, load_config, to_dict
-    from augmentor.resources import MissingModelFileError
+    from augmentor.config import load_config, to_dict
     from augmentor.training.loop import TrainConfig, load_train_config
     from augmentor.training.loop import train as run_training
 
@@ -71,7 +71,7 @@ def train(data_path, config_path, overrides, regime, epochs, device, out_root, r
         }
         try:  # typed option values go in as they are: --data 2024 stays the folder name, not the number
             cfg = load_config(TrainConfig, config_path, list(overrides), {k: v for k, v in given.items() if v})
-        except (ConfigError, ValueError) as exc:
+        except InputError as exc:  # ConfigError, or a value a config dataclass rejects
             raise click.ClickException(str(exc)) from exc
         if not cfg.data.path:
             raise click.BadParameter(
@@ -85,7 +85,7 @@ def train(data_path, config_path, overrides, regime, epochs, device, out_root, r
     click.echo(f"run folder: {run_dir}")
     try:
         checkpoint = run_training(cfg, run_dir, resume=resume_dir is not None)
-    except (FileNotFoundError, MissingModelFileError, ValueError) as exc:
+    except (FileNotFoundError, InputError) as exc:  # MissingModelFileError is a FileNotFoundError
         raise click.ClickException(str(exc)) from exc
     click.echo(f"best generator: {checkpoint}")
     click.echo(f"loss curves: {run_dir / 'loss_curves.png'}; samples: {run_dir / 'samples'}")

@@ -27,6 +27,7 @@ from augmentor.dataset_export.encode import to_jpeg
 from augmentor.dataset_export.labels import Labels
 from augmentor.dataset_export.sources import REAL, Sample, Source, count_identities, iter_samples, open_source
 from augmentor.dataset_export.writers import FORMATS, WRITERS
+from augmentor.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,10 @@ class ExportSettings:
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
-            raise ValueError(f"unknown format {self.format!r}; choose from {', '.join(FORMATS)}")
+            raise InputError(f"unknown format {self.format!r}; choose from {', '.join(FORMATS)}")
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """An export that cannot be made (an output folder in the way, no rows)."""
 
 

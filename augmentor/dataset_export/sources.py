@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from augmentor.errors import InputError
 from augmentor.manifest import MANIFEST_FILE as RUN_MANIFEST
 from augmentor.manifest import PARTS_DIR as RUN_PARTS
+from augmentor.parquet import open_file, read_schema
 from augmentor.preprocessing.shards import PACK_FILE, SHARD_GLOB
 
 REAL, COPY = "real", "copy"
@@ -29,7 +29,7 @@ REAL_COLUMNS = ("image_id", "identity", "aligned")  # + source_path and status i
 BATCH_ROWS = 256  # rows per record batch read
 
 
-class SourceError(ValueError):
+class SourceError(InputError):
     """A SOURCE that is not a preprocess folder, a pack or a run folder, or one whose files are missing."""
 
 
@@ -75,7 +75,7 @@ class Source:
 
 
 def _real(path: Path, files: list[Path], index: int) -> Source:
-    names = set(pq.read_schema(files[0]).names)
+    names = set(read_schema(files[0]).names)
     if not set(REAL_COLUMNS) <= names:
         raise SourceError(f"{files[0]} has no {', '.join(REAL_COLUMNS)} columns: not a preprocess shard or pack")
     columns = [*REAL_COLUMNS, *(c for c in ("source_path", "status") if c in names)]
@@ -83,7 +83,7 @@ def _real(path: Path, files: list[Path], index: int) -> Source:
 
 
 def _run(path: Path, files: list[Path], base: Path, index: int) -> Source:
-    names = set(pq.read_schema(files[0]).names)
+    names = set(read_schema(files[0]).names)
     if not set(RUN_COLUMNS) <= names:
         raise SourceError(f"{files[0]} has no {', '.join(RUN_COLUMNS)} columns: not an `augmentor run` manifest")
     columns = [*RUN_COLUMNS, *(c for c in DONOR_COLUMNS if c in names)]
@@ -99,7 +99,7 @@ def open_source(path: str | Path, index: int = 0) -> Source:
     """
     path = Path(path)
     if path.is_file():
-        names = set(pq.read_schema(path).names)
+        names = set(read_schema(path).names)
         if "output_path" in names:
             return _run(path, [path], path.parent.parent if path.parent.name == RUN_PARTS else path.parent, index)
         return _real(path, [path], index)
@@ -123,7 +123,7 @@ def _batches(source: Source, columns: list[str]) -> Iterator[dict[str, list]]:
     """Column lists of every record batch of the ok rows (each run key once)."""
     seen: set[tuple[str, int]] = set()
     for file in source.files:
-        parquet = pq.ParquetFile(file)
+        parquet = open_file(file)
         wanted = dict.fromkeys([*columns, "status", *(["copy"] if source.kind == COPY else [])])
         read = [c for c in wanted if c in parquet.schema_arrow.names]  # a pack has no status: all its rows are ok
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=read):

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from augmentor.errors import InputError
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
@@ -39,7 +41,7 @@ Adapter = Callable[..., "pd.DataFrame"]
 DATASETS: dict[str, Adapter] = {}
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A data set could not be listed: unknown name, bad root, bad option or no images."""
 
 

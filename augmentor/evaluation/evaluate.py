@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from augmentor.errors import InputError
 from augmentor.evaluation.baselines import BASELINES, fill_all
 from augmentor.evaluation.scorer import Scorer
 from augmentor.preprocessing.preprocess import preprocess
@@ -137,14 +138,14 @@ def prepare(table: pd.DataFrame, out_dir: Path, settings: EvalSettings) -> tuple
     chosen = select(table, settings.limit, settings.seed)
     reference_rows = select_reference(table, chosen, settings.reference_size or len(chosen), settings.seed)
     if len(reference_rows) < 2:
-        raise ValueError(f"only {len(reference_rows)} images are left for the disjoint real set; need at least 2")
+        raise InputError(f"only {len(reference_rows)} images are left for the disjoint real set; need at least 2")
     listing = pd.concat([chosen, reference_rows])[["image_id", "identity", "path"]]
     masking = preprocess(listing, out_dir / "masked", workers=settings.workers)
     everything = load_masked(out_dir / "masked")
     faces = FaceSet.from_shards(_faces(everything, chosen["image_id"]))
     reference = FaceSet.from_shards(_faces(everything, reference_rows["image_id"]))
     if len(faces) < 2 or len(reference) < 2:
-        raise ValueError(f"only {len(faces)} + {len(reference)} faces could be masked; need at least 2 of each")
+        raise InputError(f"only {len(faces)} + {len(reference)} faces could be masked; need at least 2 of each")
     donors = settings.donors
     if donors is None and settings.donor_pool > 0:
         pool = select_donors(table, listing, settings.donor_pool, settings.seed)

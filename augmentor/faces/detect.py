@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
+from augmentor.errors import InputError
 from augmentor.resources import MissingModelFileError
 
 log = logging.getLogger(__name__)
@@ -101,5 +102,5 @@ DETECTORS = {"hog": HogDetector, "mtcnn": MtcnnDetector}
 def make_detector(name: str, **kwargs) -> Detector:
     """Build a detector by name (``hog`` or ``mtcnn``)."""
     if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+        raise InputError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
     return DETECTORS[name](**kwargs)

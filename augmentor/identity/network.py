@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augmentor.errors import InputError
 from augmentor.identity.dat_format import DlibLayer, parse_dlib_net
 from augmentor.resources import MissingModelFileError, dlib_model_path
 
@@ -180,7 +181,7 @@ def read_dlib_resnet(path: str | Path | None = None) -> dict[str, np.ndarray]:
         layers = parse_dlib_net(path.read_bytes())
         return _layers_to_state(layers)
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
+        raise InputError(f"{path}: {err}") from err
 
 
 # --------------------------------------------------------------------------------------------------- network
@@ -297,7 +298,7 @@ class DlibResNet(nn.Module):
         try:
             net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
         except (RuntimeError, SafetensorError) as err:
-            raise ValueError(f"{path} does not hold the dlib face ResNet: {err}") from err
+            raise InputError(f"{path} does not hold the dlib face ResNet: {err}") from err
         logger.debug("loaded dlib face ResNet from %s", path)
         return net
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from augmentor.errors import InputError
+
 RESOLUTIONS = (8, 16, 32, 64, 128)
 
 # Feature width at each spatial resolution inside a block, keyed like rosinality's stylegan2 `channels`.
@@ -31,16 +33,16 @@ class CascadeConfig:
         self.d_widths = {int(k): int(v) for k, v in self.d_widths.items()}
         res = self.resolutions
         if not res or any(r < 8 or r & (r - 1) for r in res) or any(b != 2 * a for a, b in itertools.pairwise(res)):
-            raise ValueError(f"resolutions must be successive powers of two from 8 up, got {res}")
+            raise InputError(f"resolutions must be successive powers of two from 8 up, got {res}")
         needed = [r for r in (4, *res) if r <= res[-1]]
         for name, widths in (("widths", self.widths), ("d_widths", self.d_widths)):
             missing = [r for r in range(2, 20) if 2**r in needed and 2**r not in widths]
             if missing:
-                raise ValueError(f"{name} lacks resolution(s) {[2**r for r in missing]}")
+                raise InputError(f"{name} lacks resolution(s) {[2**r for r in missing]}")
         if self.d_norm not in ("none", "spectral"):
-            raise ValueError(f"d_norm must be 'none' or 'spectral', got {self.d_norm!r}")
+            raise InputError(f"d_norm must be 'none' or 'spectral', got {self.d_norm!r}")
         if self.noise_channels < 0 or self.upsample_channels < 1:
-            raise ValueError("noise_channels must be >= 0 and upsample_channels >= 1")
+            raise InputError("noise_channels must be >= 0 and upsample_channels >= 1")
 
     def block_in_channels(self, resolution: int) -> int:
         """Input channels of ``block_N``: masked face (+ mask) (+ noise) (+ upscaled previous output)."""

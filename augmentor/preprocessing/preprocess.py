@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from augmentor.config import from_dict, to_dict
+from augmentor.errors import InputError
 from augmentor.faces import FaceMasker, MaskedFace, MaskingConfig
 from augmentor.locking import output_lock
 from augmentor.parquet import REDO_PREPROCESS, read_table
@@ -136,12 +137,12 @@ def _check_config(out_dir: Path, masking: MaskingConfig) -> None:
     if path.is_file():
         found = json.loads(path.read_text())
         if found != wanted:
-            raise ValueError(
+            raise InputError(
                 f"{out_dir} was written with other masking settings ({found}); use a new --out folder "
                 "or the same settings"
             )
     elif shard_paths(out_dir):
-        raise ValueError(f"{out_dir} holds shards but no {CONFIG_NAME}; it was not written by this tool")
+        raise InputError(f"{out_dir} holds shards but no {CONFIG_NAME}; it was not written by this tool")
     else:
         path.write_text(json.dumps(wanted, indent=2))
 
@@ -151,7 +152,7 @@ def _extra_fields(table: pd.DataFrame) -> list[pa.Field]:
     names = set(SHARD_SCHEMA.names)
     clash = [c for c in extras if c in names]
     if clash:
-        raise ValueError(f"dataset columns {clash} clash with shard columns")
+        raise InputError(f"dataset columns {clash} clash with shard columns")
     return list(pa.Schema.from_pandas(table[extras], preserve_index=False)) if extras else []
 
 
@@ -198,10 +199,10 @@ def preprocess(
     masking = masking or MaskingConfig()
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"the listing lacks column(s) {missing}")
+        raise InputError(f"the listing lacks column(s) {missing}")
     duplicated = table["image_id"][table["image_id"].duplicated()]
     if len(duplicated):
-        raise ValueError(f"image_id must be unique; {len(duplicated)} repeat, e.g. {duplicated.iloc[0]!r}")
+        raise InputError(f"image_id must be unique; {len(duplicated)} repeat, e.g. {duplicated.iloc[0]!r}")
     out_dir = Path(out_dir)
     with output_lock(out_dir, "augmentor preprocess"):  # a second writer is refused, not run twice
         return _preprocess(table, out_dir, masking, workers, shard_size, batch_size, progress)

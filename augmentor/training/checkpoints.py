@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 import augmentor
 from augmentor.atomic import recover_folder, replace_folder
 from augmentor.config import from_dict, to_dict
+from augmentor.errors import InputError
 from augmentor.layout import CONFIG_FILE, INDEX_FILE, MODEL_FILE, SHARD_GLOB
 from augmentor.models import Cascade, CascadeConfig
 
@@ -159,7 +160,7 @@ def read_state(directory: str | Path) -> dict[str, torch.Tensor]:
         state.update(load_file(str(shard)))
     missing = sorted(set(weight_map) - set(state))
     if missing:
-        raise ValueError(f"{directory}: the shards lack {missing[:3]} named in {INDEX_FILE}")
+        raise InputError(f"{directory}: the shards lack {missing[:3]} named in {INDEX_FILE}")
     return state
 
 
@@ -177,9 +178,9 @@ def read_checkpoint_config(directory: str | Path, fmt: str, version: int) -> dic
         raise FileNotFoundError(f"{path} not found: not an {fmt} checkpoint folder")
     config = json.loads(path.read_text())
     if config.get("format") != fmt:
-        raise ValueError(f"{path} is not an {fmt} checkpoint (format={config.get('format')!r})")
+        raise InputError(f"{path} is not an {fmt} checkpoint (format={config.get('format')!r})")
     if config.get("format_version", 0) > version:
-        raise ValueError(f"{path} needs a newer augmentor (format_version {config['format_version']})")
+        raise InputError(f"{path} needs a newer augmentor (format_version {config['format_version']})")
     return config
 
 
@@ -233,7 +234,7 @@ def load_weights(module: torch.nn.Module, directory: str | Path, grow_inputs: bo
                     state[key] = torch.cat([value, zeros], dim=1)
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise InputError(
             f"{weights} does not match its config.json: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     return module

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from augmentor.errors import InputError
 from augmentor.preprocessing.shards import decode_mask, decode_png, decode_valid, read_faces
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def load_faces(config: DataConfig) -> FaceSet:
     parts = [_load_one(path, config) for path in sources]
     ids = [i for part in parts for i in part.image_ids]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"image ids collide across {sources}: give each source its own preprocess folder")
+        raise InputError(f"image ids collide across {sources}: give each source its own preprocess folder")
     faces = FaceSet(
         images=torch.cat([p.images for p in parts]),
         masks=torch.cat([p.masks for p in parts]),
@@ -111,7 +112,7 @@ def _load_one(path: str, config: DataConfig) -> FaceSet:
     if config.limit is not None:
         table = table.slice(0, config.limit)
     if table.num_rows == 0:
-        raise ValueError(f"no usable faces in {path} after filtering")
+        raise InputError(f"no usable faces in {path} after filtering")
     aligned, masks = table["aligned"].to_pylist(), table["mask"].to_pylist()
     with ThreadPoolExecutor() as pool:  # cv2 and PIL release the GIL while decoding
         images = np.stack(list(pool.map(decode_png, aligned)))  # [N, S, S, 3]

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from augmentor.errors import InputError
+
 POLICIES = ("color", "translation", "cutout")
 
 
@@ -77,7 +79,7 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     names = tuple(p.strip() for p in policy.split(",") if p.strip())
     unknown = [n for n in names if n not in _TRANSFORMS]
     if unknown:
-        raise ValueError(f"unknown DiffAugment policy {unknown}; choose from {', '.join(POLICIES)}")
+        raise InputError(f"unknown DiffAugment policy {unknown}; choose from {', '.join(POLICIES)}")
     return names
 
 

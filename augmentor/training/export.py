@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from augmentor.errors import InputError
 from augmentor.models import input_pyramid
 from augmentor.training.checkpoints import load_generator, save_generator
 from augmentor.training.interpolate import interpolate_generators
@@ -46,7 +47,7 @@ def export_generator(
         ValueError: unknown ``dtype``, or generators that cannot be blended.
     """
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if interpolate_from is not None:
         source, config = interpolate_generators(interpolate_from, checkpoint, alpha)
     else:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from augmentor.config import from_dict
+from augmentor.errors import InputError
 from augmentor.models import Cascade, CascadeConfig
 from augmentor.training.checkpoints import load_generator, load_weights
 
@@ -32,14 +33,14 @@ def blend_states(
         ValueError: the two states do not hold the same tensors with the same shapes, or ``alpha`` is not finite.
     """
     if not math.isfinite(alpha):
-        raise ValueError(f"alpha must be a finite number, got {alpha}")
+        raise InputError(f"alpha must be a finite number, got {alpha}")
     if set(base) != set(tuned):
-        raise ValueError(f"the two generators hold different tensors: {sorted(set(base) ^ set(tuned))[:3]}")
+        raise InputError(f"the two generators hold different tensors: {sorted(set(base) ^ set(tuned))[:3]}")
     blended = {}
     for name, value in tuned.items():
         other = base[name]
         if other.shape != value.shape:
-            raise ValueError(f"{name}: shape {tuple(other.shape)} in the base, {tuple(value.shape)} in the tuned model")
+            raise InputError(f"{name}: shape {tuple(other.shape)} in the base, {tuple(value.shape)} in the tuned model")
         if value.is_floating_point():
             blended[name] = other.float() + alpha * (value.float() - other.float())
         else:
@@ -59,7 +60,7 @@ def base_state(base: str | Path, architecture: dict[str, Any]) -> dict[str, torc
     try:
         load_weights(model, base, grow_inputs=True)
     except (RuntimeError, ValueError) as exc:  # load_state_dict raises RuntimeError on a shape mismatch
-        raise ValueError(f"{base} cannot be blended with this architecture: {exc}") from exc
+        raise InputError(f"{base} cannot be blended with this architecture: {exc}") from exc
     return model.state_dict()
 
 
@@ -81,7 +82,7 @@ def interpolate_generators(base: str | Path, tuned: str | Path, alpha: float) ->
     try:
         base_weights = base_state(base, config["architecture"])
     except ValueError as exc:
-        raise ValueError(f"{base} cannot be blended with {tuned}: {exc}") from exc
+        raise InputError(f"{base} cannot be blended with {tuned}: {exc}") from exc
     tuned_model.load_state_dict(blend_states(base_weights, tuned_model.state_dict(), alpha))
     config = dict(config)
     config["interpolation"] = {"base": str(base), "tuned": str(tuned), "alpha": alpha}

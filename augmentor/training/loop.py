@@ -22,6 +22,7 @@ from torch.profiler import record_function
 
 from augmentor.atomic import write_text
 from augmentor.config import to_dict
+from augmentor.errors import InputError
 from augmentor.locking import output_lock
 from augmentor.models import Cascade, Discriminators, image_pyramid, input_pyramid
 from augmentor.precision import native_bf16, pick_device
@@ -70,7 +71,7 @@ class Trainer(ValidationMixin):
         self.faces = faces if faces is not None else load_faces(cfg.data)
         train_idx, val_idx = split_by_identity(self.faces.identities, cfg.data.val_fraction, cfg.seed)
         if len(train_idx) < cfg.batch_size:
-            raise ValueError(f"only {len(train_idx)} training faces for batch size {cfg.batch_size}")
+            raise InputError(f"only {len(train_idx)} training faces for batch size {cfg.batch_size}")
         self.train_set = self.faces.subset(train_idx)
         self.val_set = self.faces.subset(val_idx) if len(val_idx) else None
         self.generator = Cascade(cfg.model).to(self.device)
@@ -359,7 +360,7 @@ class Trainer(ValidationMixin):
         try:  # noise channels added on top of a deterministic model start at zero weight
             load_weights(self.generator, generator_dir, grow_inputs=self.cfg.model.noise_channels > 0)
         except (FileNotFoundError, ValueError, RuntimeError) as exc:  # RuntimeError: tensor shapes differ
-            raise ValueError(f"init_from {source}: cannot start this model from {generator_dir}: {exc}") from exc
+            raise InputError(f"init_from {source}: cannot start this model from {generator_dir}: {exc}") from exc
         d_file = run / "resume" / DISCRIMINATORS_FILE if run else None
         with_d = d_file is not None and d_file.is_file()
         if with_d:

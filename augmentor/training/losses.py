@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augmentor.errors import InputError
 from augmentor.identity.network import CHIP_SIZE
 from augmentor.identity.network import PERCEPTUAL_LAYERS as FACE_PERCEPTUAL_LAYERS
 from augmentor.resources import MissingModelFileError
@@ -54,9 +55,9 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.adversarial_kind not in ("lsgan", "hinge", "logistic"):
-            raise ValueError(f"adversarial_kind must be lsgan, hinge or logistic, got {self.adversarial_kind!r}")
+            raise InputError(f"adversarial_kind must be lsgan, hinge or logistic, got {self.adversarial_kind!r}")
         if self.r1_every < 1:
-            raise ValueError("r1_every must be >= 1")
+            raise InputError("r1_every must be >= 1")
 
 
 # --- pure functions -----------------------------------------------------------------------------------------------

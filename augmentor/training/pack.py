@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from augmentor.errors import InputError
 from augmentor.preprocessing.shards import PACK_FILE, decode_mask, decode_png, read_shards
 from augmentor.training.data import fingerprint, usable_rows
 
@@ -130,15 +131,15 @@ def build_pack(source: str | Path, out: str | Path, config: PackConfig | None = 
     """
     config = config or PackConfig()
     if config.image_format not in PIL_FORMATS:
-        raise ValueError(f"image_format must be one of {sorted(PIL_FORMATS)}, not {config.image_format!r}")
+        raise InputError(f"image_format must be one of {sorted(PIL_FORMATS)}, not {config.image_format!r}")
     if not 90 <= config.quality <= 100:
-        raise ValueError(f"quality must be in 90..100, not {config.quality}")
+        raise InputError(f"quality must be in 90..100, not {config.quality}")
     start = time.perf_counter()
     table = read_shards(source, status="ok")
     keep = usable_rows(table, max_padded_fraction=config.max_padded_fraction)
     table = table.filter(keep)
     if table.num_rows == 0:
-        raise ValueError(f"no faces left in {source} after filtering")
+        raise InputError(f"no faces left in {source} after filtering")
     images, masks, error_sum = [], [], 0.0
     for aligned, mask in zip(table["aligned"].to_pylist(), table["mask"].to_pylist(), strict=True):
         original = decode_png(aligned)  # [S, S, 3] uint8

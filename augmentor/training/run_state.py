@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from augmentor.atomic import recover_folders, replace_folders
+from augmentor.errors import InputError
 from augmentor.layout import CONFIG_FILE
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def load_resume(run_dir: Path, device: torch.device | str) -> tuple[RunCounters,
     last = json.loads(config_path.read_text()) if config_path.is_file() else {}
     found = (last.get("epochs_trained"), last.get("steps"))
     if found != (counters.epoch, counters.step):
-        raise ValueError(
+        raise InputError(
             f"{run_dir}: {LAST_DIR}/ holds epoch {found[0]} (step {found[1]}) but {RESUME_DIR}/{STATE_FILE} epoch "
             f"{counters.epoch} (step {counters.step}): a save was interrupted; start a new run, or use "
             f"{LAST_DIR}/ as init_from"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from augmentor.errors import InputError
+
 
 def progressive_stage(
     epoch: int, progress: float, resolutions: tuple[int, ...], stage_epochs: int, fade_fraction: float = 0.5
@@ -23,7 +25,7 @@ def progressive_stage(
         ``(resolution, fade)`` with fade in [0, 1].
     """
     if stage_epochs < 1:
-        raise ValueError("stage_epochs must be >= 1")
+        raise InputError("stage_epochs must be >= 1")
     stage = min(epoch // stage_epochs, len(resolutions) - 1)
     if stage == 0 or fade_fraction <= 0:
         return resolutions[stage], 1.0

@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from augmentor.errors import InputError
+
 KINDS = ("onnx", "torchscript", "facenet")
 ALIGNS = ("five-point", "crop")
 CHANNELS = ("rgb", "bgr")
@@ -28,7 +30,7 @@ FACENET_FILES = {  # facenet-pytorch's pretrained names -> its file names (model
 }
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """A ``--model`` spec that cannot be used."""
 
 

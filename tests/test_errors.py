@@ -1,0 +1,86 @@
+"""The CLI turns the errors our code raises for bad input into one line, and lets every other error through."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from augmentor.cli import main
+from augmentor.errors import InputError
+
+
+def _checkpoint(tmp_path, fmt="not-a-cascade"):
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"format": fmt, "format_version": 1}))
+    return folder
+
+
+def _report(tmp_path, entry):
+    folder = tmp_path / "lfw"
+    folder.mkdir()
+    (folder / "report.json").write_text(json.dumps({"models": {"m": entry}, "pairs": "pairs.txt", "num_pairs": 2}))
+    return folder
+
+
+def test_every_input_error_class_is_one():
+    from augmentor.config import ConfigError
+    from augmentor.dataset_export.export import ExportError
+    from augmentor.dataset_export.sources import SourceError
+    from augmentor.datasets import DatasetError
+    from augmentor.locking import FolderInUseError
+    from augmentor.parquet import CorruptFileError
+    from recognition.contexts import ContextError
+    from recognition.data import ManifestError
+    from recognition.embedders.spec import SpecError
+    from recognition.lfw import PairsError
+
+    kinds = (ConfigError, ExportError, SourceError, DatasetError, FolderInUseError, CorruptFileError, ContextError)
+    for kind in (*kinds, ManifestError, SpecError, PairsError):
+        assert issubclass(kind, InputError) and issubclass(kind, ValueError), kind
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (lambda t: ["export", "--checkpoint", str(_checkpoint(t)), "--out", str(t / "o")], "is not an augmentor"),
+        (lambda t: ["compare", str(_report(t, {"num_folds": 2}))], "lacks fold_accuracy"),
+        (lambda t: ["train", "--data", str(t), "--set", "batch_size=x", "-n"], "batch_size"),
+    ],
+    ids=["export", "compare", "train-config"],
+)
+def test_a_user_error_is_one_clean_line(tmp_path, args, message):
+    result = CliRunner().invoke(main, args(tmp_path))
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)  # click's ClickException, not a traceback
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.output
+
+
+@pytest.mark.parametrize("kind", [ValueError, RuntimeError, KeyError])
+@pytest.mark.parametrize(
+    ("target", "args"),
+    [
+        ("augmentor.training.export.export_generator", lambda t: ["export", "--checkpoint", str(t), "--out", str(t)]),
+        ("recognition.compare.read_runs", lambda t: ["compare", str(t)]),
+        ("augmentor.training.pack.build_pack", lambda t: ["pack", "--data", str(t), "--out", str(t / "p")]),
+        ("augmentor.training.loop.train", lambda t: ["train", "--data", str(t), "--out", str(t / "runs")]),
+        (
+            "augmentor.preprocessing.preprocess.preprocess",
+            lambda t: ["preprocess", "--out", str(t / "p"), "--limit", "1", "--no-progress"],
+        ),
+    ],
+    ids=["export", "compare", "pack", "train", "preprocess"],
+)
+def test_a_bug_deep_inside_a_job_keeps_its_traceback(tmp_path, monkeypatch, target, args, kind):
+    module, name = target.rsplit(".", 1)
+
+    def broken(*_args, **_kwargs):
+        raise kind("shapes [2, 3] and [3, 2] do not match")  # what a bug (or out of memory) raises
+
+    monkeypatch.setattr(f"{module}.{name}", broken)
+    result = CliRunner().invoke(main, args(tmp_path))
+    assert type(result.exception) is kind, result.output  # not turned into "Error: ..."
+    assert "Error:" not in result.output
