@@ -132,6 +132,28 @@ def test_scores_order_a_degradation_ladder(aligned_faces):
     np.testing.assert_allclose(ladder[0]["ssim"], 1.0, atol=1e-9)
 
 
+def test_scorer_reuses_features_only_when_handed_them(aligned_faces, monkeypatch):
+    """One dlib pass per set when the caller passes the set's features; never another set's features."""
+    from augmentor.evaluation.scorer import Scorer
+
+    images, masks = aligned_faces
+    originals, reference, other = images[:3], images[3:7], images[7:10]
+    scorer = Scorer(originals, EvalSettings(batch_size=8), torch.device("cpu"), masks=masks[:3], reference=reference)
+    passes = []
+    describe = scorer.dlib.describe
+    monkeypatch.setattr(scorer.dlib, "describe", lambda x: passes.append(len(x)) or describe(x))
+    fresh = scorer.per_image(other) | scorer.set_level(other)
+    assert len(passes) == 2  # each call described the set itself
+    features = scorer.features(other)
+    reused = scorer.per_image(other, features) | scorer.set_level(other, features)
+    assert len(passes) == 3  # one pass for both
+    for name, value in fresh.items():
+        np.testing.assert_allclose(reused[name], value, rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(scorer.features(originals).as_numpy(), scorer.original.as_numpy())
+    with pytest.raises(ValueError, match="features of 3 images passed with 2"):
+        scorer.per_image(other[:2], features)
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     from augmentor.models import Cascade, CascadeConfig

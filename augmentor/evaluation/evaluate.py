@@ -252,11 +252,12 @@ def score_sets(outputs: Outputs, faces: FaceSet, reference: FaceSet, scorer: Sco
         judge = C2STJudge(reference.images, reference.masks, reference.identities, settings.c2st_regions, config)
     scores = Scores()
     for name, images in tqdm([*outputs.first.items(), (REAL, faces.images)], desc="scoring", unit="set"):
+        features = scorer.original if name == REAL else scorer.features(images)  # one dlib pass per set
         if name != REAL:
-            scores.per_image[name] = scorer.per_image(images)
-        scores.features[name] = scorer.face_features(images)
+            scores.per_image[name] = scorer.per_image(images, features)
+        scores.features[name] = features.as_numpy()
         summary = {f"mean_{m}": v for m, v in scores_mean(scores.per_image.get(name, {})).items()}
-        summary.update(scorer.set_level(images, scores.features[name]))
+        summary.update(scorer.set_level(images, features))
         values, scores.projections[name] = swd.score(images, faces.masks)
         summary.update(values)
         if judge is not None and name not in settings.c2st_skip:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -45,6 +46,31 @@ def _batched(fn, images: np.ndarray, batch_size: int) -> torch.Tensor:
     )
 
 
+@dataclass(frozen=True)
+class SetFeatures:
+    """One dlib pass over a set of images: what its per-image and its set-level scores both need.
+
+    Made by :meth:`Scorer.features` and handed back to :meth:`Scorer.per_image` and :meth:`Scorer.set_level`, so a
+    set is described once and never by mistake with another set's features.
+    """
+
+    descriptors: torch.Tensor  # [N, 128] float32 on the CPU: dlib-ResNet descriptors of the whole images
+    maps: list[dict[str, torch.Tensor]]  # per batch: the feature maps of the face-perceptual distance
+
+    def __len__(self) -> int:
+        return len(self.descriptors)
+
+    def as_numpy(self) -> np.ndarray:
+        """The descriptors as float64 ``[N, 128]`` (what FID/KID take)."""
+        return self.descriptors.numpy().astype(np.float64)
+
+
+def _checked(features: SetFeatures, images: np.ndarray) -> SetFeatures:
+    if len(features) != len(images):
+        raise ValueError(f"features of {len(features)} images passed with {len(images)} images")
+    return features
+
+
 class Scorer:
     """Scores sets of images against the aligned originals and, set-level, against a disjoint real set.
 
@@ -81,15 +107,15 @@ class Scorer:
         self.lpips, self.lpips_note = load_lpips(device)
         self.pieapp, self.pieapp_note = load_pieapp(device)
         self.inception, self.inception_note = load_inception_fid(settings.inception_weights, device)
-        self.dlib_orig, self.maps_orig = self._describe(originals)
+        self.original = self.features(originals)
         self.chips = settings.chip_identity and landmarks is not None
         self.chips_orig = self._chip_descriptors(originals) if self.chips else None
         self.match_orig = (
-            self.dlib_orig if self.match_net is self.dlib else _batched(self.match_net, originals, settings.batch_size)
+            self.original.descriptors
+            if self.match_net is self.dlib
+            else _batched(self.match_net, originals, settings.batch_size)
         )
-        self.reference_feats = (
-            self.dlib_orig.numpy() if reference is None else self._describe(reference)[0].numpy()
-        ).astype(np.float64)
+        self.reference_feats = (self.original if reference is None else self.features(reference)).as_numpy()
         self.k_rr = polynomial_kernel(self.reference_feats, self.reference_feats)
         num = min(len(self.reference_feats), len(originals))
         if num < 2 * FaceDescriptor.num_features:
@@ -100,18 +126,18 @@ class Scorer:
                 FaceDescriptor.num_features,
             )
 
-    def _describe(self, images: np.ndarray) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-        """dlib descriptors ``[N, 128]`` and per-batch feature maps, in one pass over the images."""
+    def features(self, images: np.ndarray) -> SetFeatures:
+        """dlib descriptors and perceptual feature maps of ``images``, in one pass over them."""
         bs, descriptors, maps = self.settings.batch_size, [], []
         for i in range(0, len(images), bs):
             emb, feats = self.dlib.describe(to_tensor(images[i : i + bs]))
             descriptors.append(emb.float().cpu())
             maps.append(feats)
-        return torch.cat(descriptors), maps
+        return SetFeatures(torch.cat(descriptors), maps)
 
     def describe(self, images: np.ndarray) -> np.ndarray:
         """dlib-ResNet descriptors ``[N, 128]`` of any images (e.g. a copy's context alone)."""
-        return self._describe(images)[0].numpy()
+        return self.features(images).descriptors.numpy()
 
     def _chip_descriptors(self, images: np.ndarray) -> torch.Tensor:
         bs = self.settings.batch_size
@@ -128,17 +154,23 @@ class Scorer:
     def notes(self) -> dict[str, str]:
         return {"LPIPS": self.lpips_note, "PieAPP": self.pieapp_note, "FID-Inception": self.inception_note}
 
-    def per_image(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Every per-image metric of :data:`PER_IMAGE_METRICS` that can be measured here: ``{name: [N]}``."""
-        dlib_feats, maps = self._describe(images)
+    def per_image(self, images: np.ndarray, features: SetFeatures | None = None) -> dict[str, np.ndarray]:
+        """Every per-image metric of :data:`PER_IMAGE_METRICS` that can be measured here: ``{name: [N]}``.
+
+        Args:
+            images: uint8 ``[N, S, S, 3]``, paired with the originals.
+            features: ``self.features(images)`` if the caller already has them (saves the dlib pass).
+        """
+        features = self.features(images) if features is None else _checked(features, images)
+        dlib_feats = features.descriptors
         match_feats = (
             dlib_feats if self.match_net is self.dlib else _batched(self.match_net, images, self.settings.batch_size)
         )
-        perceptual = torch.cat([face_perceptual(a, b).cpu() for a, b in zip(maps, self.maps_orig)])
+        perceptual = torch.cat([face_perceptual(a, b).cpu() for a, b in zip(features.maps, self.original.maps)])
         whole, background = ssim_scores(images, self.originals, self.masks)
         scores = {
             "match": pearson(match_feats, self.match_orig).numpy(),
-            "dlib_l2": (dlib_feats - self.dlib_orig).norm(dim=1).numpy(),
+            "dlib_l2": (dlib_feats - self.original.descriptors).norm(dim=1).numpy(),
             "ssim": whole,
             "ssim_background": background,
             "face_perceptual": perceptual.numpy(),
@@ -150,7 +182,6 @@ class Scorer:
         for name, net in (("lpips", self.lpips), ("pieapp", self.pieapp)):
             if net is not None:
                 scores[name] = self._pairwise(net, images)
-        self._last = (images, dlib_feats)
         return scores
 
     @torch.inference_mode()
@@ -163,21 +194,14 @@ class Scorer:
             out.append(value.reshape(len(a)).float().cpu())
         return torch.cat(out).numpy()
 
-    def face_features(self, images: np.ndarray) -> np.ndarray:
-        """Whole-image dlib descriptors ``[N, 128]`` float64 (reuses the last :meth:`per_image` pass)."""
-        images_seen, feats = getattr(self, "_last", (self.originals, self.dlib_orig))
-        if images_seen is not images:
-            feats = self._describe(images)[0]
-        return feats.numpy().astype(np.float64)
-
     def kernels(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """KID kernel matrices ``(K_ff, K_rf)`` of a set's features against the reference set."""
         return polynomial_kernel(feats, feats), polynomial_kernel(self.reference_feats, feats)
 
-    def set_level(self, images: np.ndarray, feats: np.ndarray | None = None) -> dict[str, float]:
+    def set_level(self, images: np.ndarray, features: SetFeatures | None = None) -> dict[str, float]:
         """FID-face and KID-face (dlib 128-D, whole sets) and, with its weights, Inception FID, against the
-        reference set. ``feats``: the set's :meth:`face_features`, if already computed."""
-        feats = self.face_features(images) if feats is None else feats
+        reference set. ``features``: ``self.features(images)``, if already computed."""
+        feats = (self.features(images) if features is None else _checked(features, images)).as_numpy()
         k_ff, k_rf = self.kernels(feats)
         result = {
             "fid_face": frechet_distance(self.reference_feats, feats),
