@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from augmentor.datasets.adapters import load_dataset
-from augmentor.models import DEFAULT_WIDTHS, Cascade, CascadeConfig
+from augmentor.models import DEFAULT_WIDTHS, RESOLUTIONS, Cascade, CascadeConfig
 from augmentor.precision import PRECISIONS, resolve_precision
 from augmentor.training.checkpoints import save_generator
 
-TINY_WIDTHS = {r: 4 for r in (4, 8, 16, 32, 64, 128)}
+TINY_WIDTHS = {r: 4 for r in (4, *RESOLUTIONS)}  # tests/conftest.py tiny_widths
 
 
 def naive_loop(paths: list[str], image_ids: list[str], model: Path, out: Path, precision: str) -> dict:

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import click
 
+from augmentor.layout import CONFIG_FILE
+
 log = logging.getLogger("recognition_grid")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,12 +124,12 @@ def finished(run: Path | None) -> bool:
     """A run that trained all its epochs and wrote its checkpoint."""
     if (
         run is None
-        or not (run / "checkpoint" / "config.json").is_file()
-        or not (run / "last" / "config.json").is_file()
+        or not (run / "checkpoint" / CONFIG_FILE).is_file()
+        or not (run / "last" / CONFIG_FILE).is_file()
     ):
         return False
     epochs = json.loads((run / "finetune_config.json").read_text())["epochs"]
-    return json.loads((run / "last" / "config.json").read_text()).get("epochs_trained") == epochs
+    return json.loads((run / "last" / CONFIG_FILE).read_text()).get("epochs_trained") == epochs
 
 
 def _config(config: Path) -> dict:

@@ -21,6 +21,7 @@ from torch import nn
 from augmentor.config import to_dict
 from augmentor.errors import InputError
 from augmentor.identity.network import CHIP_SIZE
+from augmentor.layout import CROP_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class NetConfig:
 
     backbone: Literal["resnet50", "resnet18", "dlib-resnet"] = "resnet50"  # the trunk
     embedding_dim: int = 256  # the paper's feat_extract layer: Linear + BatchNorm1d after the pooled trunk features
-    image_size: int = 128  # input crop side, set from data.image_size by finetune; dlib-resnet resizes to 150 inside
+    image_size: int = CROP_SIZE  # input crop side, set from data.image_size by finetune; dlib-resnet resizes to 150 inside
     head: Literal["softmax", "arcface"] = "softmax"  # softmax: the paper; arcface: additive angular margin
     arcface_scale: float = 64.0  # ArcFace logit scale s
     arcface_margin: float = 0.5  # ArcFace angular margin m (radians)

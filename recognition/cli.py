@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from augmentor.errors import InputError
+from augmentor.layout import CONFIG_FILE
 from augmentor.options import (
     address_option,
     batch_size_option,
@@ -51,7 +52,7 @@ def _model_label(spec: str) -> tuple[str, str]:
     if path == "dlib":
         return name or "dlib-resnet (fixed)", path
     folder = Path(path)
-    if not (folder / "config.json").is_file() and not (folder / "checkpoint" / "config.json").is_file():
+    if not (folder / CONFIG_FILE).is_file() and not (folder / "checkpoint" / CONFIG_FILE).is_file():
         raise click.BadParameter(f"{path} is not a recognition checkpoint or run folder", param_hint="--model")
     if not name:
         name = folder.parent.name if folder.name in ("checkpoint", "last") else folder.name

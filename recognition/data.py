@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from augmentor.errors import InputError
+from augmentor.layout import CROP_SIZE
 from augmentor.manifest import MANIFEST_FILE, PART_GLOB, PARTS_DIR
 from augmentor.parquet import REDO_PREPROCESS, REDO_RUN, read_schema, read_table
 from augmentor.preprocessing.shards import SHARD_GLOB, decode_png
@@ -45,7 +46,7 @@ class ManifestError(InputError):
 class RecognitionDataConfig:
     """Which rows are used and how crops are fed to the network."""
 
-    image_size: int = 128  # 128, 112, 96 or 64 px; the aligned 128 crop is resized (area), never cropped (context)
+    image_size: int = CROP_SIZE  # 128, 112, 96 or 64 px; the aligned 128 crop is resized (area), never cropped (context)
     mirror: bool = True  # random horizontal flips in training
     val_fraction: float = 0.1  # share of source images held out for validation (and the plateau stop)
     loader_workers: int = 2  # DataLoader processes that decode PNG/JPEG; 0 decodes in the training process

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from augmentor.identity.network import CHIP_SIZE
 from augmentor.layout import CONFIG_FILE, MODEL_FILE
 from recognition.data import resize_crop
 
@@ -82,7 +83,7 @@ class DlibEmbedder:
         from augmentor.identity.network import face_chip_from_aligned
 
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().to(self.device) / 255.0
-        chips = F.interpolate(x, size=(150, 150), mode="bilinear", align_corners=False, antialias=True)
+        chips = F.interpolate(x, size=(CHIP_SIZE, CHIP_SIZE), mode="bilinear", align_corners=False, antialias=True)
         have = [i for i, lm in enumerate(landmarks) if lm is not None]
         if have:
             points = torch.from_numpy(np.stack([landmarks[i] for i in have])).to(self.device)

@@ -47,7 +47,9 @@ def face_shards(tmp_path_factory, lfw_images) -> Path:
 @pytest.fixture(scope="session")
 def tiny_widths() -> dict[int, int]:
     """Channel widths of a cascade small enough for CPU tests: 4 at every resolution (read-only)."""
-    return {r: 4 for r in (4, 8, 16, 32, 64, 128)}
+    from augmentor.models import RESOLUTIONS
+
+    return {r: 4 for r in (4, *RESOLUTIONS)}
 
 
 @pytest.fixture(scope="session")

@@ -155,14 +155,11 @@ def test_scorer_reuses_features_only_when_handed_them(aligned_faces, monkeypatch
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from augmentor.models import Cascade, CascadeConfig
-    from augmentor.training.checkpoints import save_generator
+def tiny_checkpoint(tmp_path_factory, tiny_checkpoints):
+    """The shared tiny cascade as a training run's ``checkpoint/`` (the label comes from the run folder)."""
+    import shutil
 
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint"
-    save_generator(Cascade(CascadeConfig(widths={r: 4 for r in (4, 8, 16, 32, 64, 128)})), path)
-    return path
+    return shutil.copytree(tiny_checkpoints / "plain", tmp_path_factory.mktemp("run") / "checkpoint")
 
 
 @pytest.fixture

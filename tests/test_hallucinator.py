@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from augmentor.hallucinator import Hallucinator
+from augmentor.models import RESOLUTIONS
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_all_levels_and_torch_api(tiny_checkpoints, faces):
     hal = Hallucinator.from_pretrained(tiny_checkpoints / "plain", device="cpu")
     masked, mask, _ = faces
     levels = hal(masked, mask, all_levels=True)
-    assert {r: v.shape for r, v in levels.items()} == {r: (3, r, r, 3) for r in (8, 16, 32, 64, 128)}
+    assert {r: v.shape for r, v in levels.items()} == {r: (3, r, r, 3) for r in RESOLUTIONS}
     x = torch.from_numpy(masked).permute(0, 3, 1, 2).float() / 127.5 - 1
     m = torch.from_numpy(mask)[:, None].float()
     y = hal(x, m)

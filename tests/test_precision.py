@@ -8,16 +8,11 @@ import torch
 
 from augmentor import precision as P
 from augmentor.hallucinator import Hallucinator
-from augmentor.models import Cascade, CascadeConfig
-from augmentor.training.checkpoints import save_generator
-
-TINY = {r: 4 for r in (4, 8, 16, 32, 64, 128)}
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_generator(Cascade(CascadeConfig(widths=TINY)), tmp_path_factory.mktemp("ckpt") / "plain")
+def checkpoint(tiny_checkpoints):
+    return tiny_checkpoints / "plain"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from augmentor.cli import main
-from augmentor.models import Cascade, CascadeConfig, input_pyramid
+from augmentor.models import RESOLUTIONS, Cascade, CascadeConfig, input_pyramid
 from augmentor.training.checkpoints import load_generator, read_config, save_generator
 from augmentor.training.data import load_faces, split_by_identity
 from augmentor.training.loop import Trainer, load_train_config, train
@@ -67,9 +67,9 @@ def test_run_outputs_and_checkpoint(tiny_config, tmp_path):
     assert isinstance(model, Cascade) and model.config == tiny_config.model
 
 
-def test_checkpoint_round_trip(tmp_path):
+def test_checkpoint_round_trip(tmp_path, tiny_widths):
     torch.manual_seed(0)
-    cfg = CascadeConfig(widths={r: 4 for r in (4, 8, 16, 32, 64, 128)}, noise_channels=1)
+    cfg = CascadeConfig(widths=dict(tiny_widths), noise_channels=1)
     model = Cascade(cfg).eval()
     save_generator(model, tmp_path / "full", {"note": "x"})
     save_generator(model, tmp_path / "half", dtype=torch.bfloat16)
@@ -146,7 +146,7 @@ def test_fine_tune_run_starts_from_init_from_and_resumes_without_it(tiny_config,
 
 
 def test_progressive_schedule():
-    res = (8, 16, 32, 64, 128)
+    res = RESOLUTIONS
     assert progressive_stage(0, 0.0, res, 2) == (8, 1.0)
     assert progressive_stage(1, 0.9, res, 2) == (8, 1.0)
     assert progressive_stage(2, 0.0, res, 2) == (16, 0.0)

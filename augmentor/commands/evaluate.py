@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from augmentor.errors import InputError
+from augmentor.layout import CONFIG_FILE
 from augmentor.options import (
     batch_size_option,
     dataset_options,
@@ -65,7 +66,7 @@ def resolve_models(model_specs: tuple[str, ...], progan: Path | None, baselines_
         except FileNotFoundError as exc:
             raise click.ClickException(f"no --model given: {exc}; pass --model PATH or --baselines-only") from exc
     for name, path in models.items():
-        if not (Path(path) / "config.json").is_file():
+        if not (Path(path) / CONFIG_FILE).is_file():
             raise click.BadParameter(
                 f"{path} is not a checkpoint folder (no config.json)", param_hint=f"--model {name}"
             )

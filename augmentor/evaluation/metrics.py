@@ -14,13 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augmentor.identity.network import CHIP_SIZE, PERCEPTUAL_LAYERS
 from augmentor.resources import MissingModelFileError
 
 log = logging.getLogger(__name__)
 
-DLIB_THRESHOLD = 0.6  # dlib's same-person distance
 PIEAPP_FILE = "PieAPPv0.1.pth"
-PERCEPTUAL_LAYERS = ("level4", "level3", "level2")  # dlib-ResNet maps of the face-perceptual distance
 
 
 def torch_hub_checkpoints() -> Path:
@@ -52,7 +51,7 @@ class FaceDescriptor(nn.Module):
 
     def chips(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() / 255.0
-        return F.interpolate(x, size=(150, 150), mode="bilinear", align_corners=False, antialias=True)
+        return F.interpolate(x, size=(CHIP_SIZE, CHIP_SIZE), mode="bilinear", align_corners=False, antialias=True)
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from augmentor.evaluation.metrics import (
-    DLIB_THRESHOLD,
     FaceDescriptor,
     ResNet50Features,
     face_perceptual,
@@ -23,6 +22,7 @@ from augmentor.evaluation.metrics import (
     ssim_scores,
     to_tensor,
 )
+from augmentor.identity.network import DLIB_MATCH_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class Scorer:
         if self.chips:
             distance = (self._chip_descriptors(images) - self.chips_orig).norm(dim=1)
             scores["chip_l2"] = distance.numpy()
-            scores["same_person"] = (distance < DLIB_THRESHOLD).numpy()
+            scores["same_person"] = (distance < DLIB_MATCH_THRESHOLD).numpy()
         for name, net in (("lpips", self.lpips), ("pieapp", self.pieapp)):
             if net is not None:
                 scores[name] = self._pairwise(net, images)
