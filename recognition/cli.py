@@ -130,30 +130,7 @@ def _model_label(spec: str) -> tuple[str, str]:
 @resume_option
 @progress_option()
 @dry_run_option("Print the resolved config and data counts, then stop.")
-def finetune(
-    manifests,
-    out_root,
-    config_path,
-    overrides,
-    backbone,
-    init,
-    loss,
-    image_size,
-    epochs,
-    batch_size,
-    optimizer,
-    lr,
-    trunk_lr_scale,
-    frozen_trunk_epochs,
-    copy_probability,
-    device,
-    num_workers,
-    use_gpu,
-    address,
-    resume_dir,
-    progress,
-    dry_run,
-) -> None:
+def finetune(resume_dir, num_workers, use_gpu, address, progress, dry_run, **options) -> None:
     """Fine-tune a face-recognition network on real (+ hallucinated) faces: the paper's Table 2 training.
 
     Writes a numbered run folder: finetune_config.json, identities.json, val_image_ids.txt, metrics.jsonl,
@@ -170,78 +147,106 @@ def finetune(
       augmentor finetune --manifest runs/casia --num-workers 8 --use-gpu --address auto
       augmentor finetune --resume runs/00007-resnet50-finetune
     """
-    from augmentor.config import ConfigError, load_config, to_dict
-    from recognition.data import FaceData, ManifestError
-    from recognition.finetune import FinetuneConfig, load_finetune_config, resolve_manifests
-
-    launch: dict = {}
     if resume_dir is not None:
-        given = (manifests, config_path, overrides, backbone, init, loss, image_size, epochs, batch_size, optimizer, lr)
-        recipe = (trunk_lr_scale, frozen_trunk_epochs, copy_probability)
-        if any(given) or device or any(v is not None for v in recipe):
-            raise click.BadParameter(
-                "--resume takes the run's saved config; give no other settings", param_hint="--resume"
-            )
-        try:
-            cfg, launch = load_finetune_config(resume_dir)
-        except (FileNotFoundError, ConfigError) as exc:
-            raise click.ClickException(str(exc)) from exc
-        run_dir = resume_dir
+        cfg, launch, run_dir = _resumed_run(resume_dir, options)
     else:
-        given = {
-            "manifests": [str(m) for m in manifests] or None,
-            "model.backbone": backbone,
-            "init": init,
-            "model.head": loss,
-            "data.image_size": int(image_size) if image_size else None,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "optim.name": optimizer,
-            "optim.lr": lr,
-            "optim.trunk_lr_scale": trunk_lr_scale,
-            "optim.frozen_trunk_epochs": frozen_trunk_epochs,
-            "data.copy_probability": copy_probability,
-            "device": device,
-        }
-        values = {k: v for k, v in given.items() if v is not None}  # typed: a path named 2024 stays a string
-        try:
-            cfg = resolve_manifests(load_config(FinetuneConfig, config_path, list(overrides), values))
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from exc
-        if not cfg.manifests:
-            raise click.BadParameter("no training data: pass --manifest PATH", param_hint="--manifest")
-        if cfg.init not in ("none", "pretrained") and not Path(cfg.init).is_file():
-            raise click.BadParameter(f"{cfg.init}: no such weights file (nothing is downloaded)", param_hint="--init")
-        desc = f"{cfg.model.backbone}-{config_path.stem if config_path else 'default'}"
-        run_dir = next_run_dir(out_root, desc)
-    num_workers = num_workers or launch.get("num_workers") or 1
-    use_gpu = bool(use_gpu if use_gpu is not None else launch.get("use_gpu", False))
-    address = address or launch.get("address")
-    distributed = num_workers > 1 or address is not None
+        cfg, launch, run_dir = _new_run(options)
+    launch = {
+        "num_workers": num_workers or launch.get("num_workers") or 1,
+        "use_gpu": bool(use_gpu if use_gpu is not None else launch.get("use_gpu", False)),
+        "address": address or launch.get("address"),
+    }
     if dry_run:
-        try:
-            summary = FaceData.load(cfg.manifests, cfg.data.val_fraction, cfg.seed).summary()
-        except (ManifestError, FileNotFoundError) as exc:
-            raise click.ClickException(str(exc)) from exc
-        launch = {"num_workers": num_workers, "use_gpu": use_gpu, "address": address, "ray": distributed}
-        click.echo(json.dumps({"run_dir": str(run_dir), "launch": launch, "counts": summary, **to_dict(cfg)}, indent=2))
+        _print_dry_run(cfg, run_dir, launch)
         return
     click.echo(f"run folder: {run_dir}")
-    try:
-        if distributed:
-            from recognition.distributed import finetune_distributed
-
-            checkpoint = finetune_distributed(
-                cfg, run_dir, num_workers, use_gpu, address, resume=resume_dir is not None, progress=progress
-            )
-        else:
-            from recognition.finetune import finetune as run_finetune
-
-            checkpoint = run_finetune(cfg, run_dir, resume=resume_dir is not None, progress=progress)
-    except (InputError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    checkpoint = _run_finetune(cfg, run_dir, launch, resume=resume_dir is not None, progress=progress)
     click.echo(f"best checkpoint: {checkpoint}")
     click.echo(f"metrics: {run_dir / 'metrics.jsonl'}; loss curves: {run_dir / 'loss_curves.png'}")
+
+
+# finetune option -> the FinetuneConfig key it overrides
+FINETUNE_OVERRIDES = {
+    "manifests": "manifests",
+    "backbone": "model.backbone",
+    "init": "init",
+    "loss": "model.head",
+    "image_size": "data.image_size",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "optimizer": "optim.name",
+    "lr": "optim.lr",
+    "trunk_lr_scale": "optim.trunk_lr_scale",
+    "frozen_trunk_epochs": "optim.frozen_trunk_epochs",
+    "copy_probability": "data.copy_probability",
+    "device": "device",
+}
+
+
+def _resumed_run(resume_dir: Path, options: dict):
+    """The saved config and launch options of the run being resumed; any other setting is refused."""
+    from recognition.finetune import load_finetune_config
+
+    given = [options[name] for name in (*FINETUNE_OVERRIDES, "config_path", "overrides")]
+    if any(value is not None and value != () for value in given):
+        raise click.BadParameter("--resume takes the run's saved config; give no other settings", param_hint="--resume")
+    try:
+        cfg, launch = load_finetune_config(resume_dir)
+    except (FileNotFoundError, InputError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    return cfg, launch, resume_dir
+
+
+def _new_run(options: dict):
+    """The config from --config, --set and the typed options, checked, and a new numbered run folder."""
+    from augmentor.config import load_config
+    from recognition.finetune import FinetuneConfig, resolve_manifests
+
+    values = {key: options[name] for name, key in FINETUNE_OVERRIDES.items()}
+    values["manifests"] = [str(m) for m in options["manifests"]] or None
+    values["data.image_size"] = int(options["image_size"]) if options["image_size"] else None
+    values = {k: v for k, v in values.items() if v is not None}  # typed: a path named 2024 stays a string
+    config_path = options["config_path"]
+    try:
+        cfg = resolve_manifests(load_config(FinetuneConfig, config_path, list(options["overrides"]), values))
+    except InputError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not cfg.manifests:
+        raise click.BadParameter("no training data: pass --manifest PATH", param_hint="--manifest")
+    if cfg.init not in ("none", "pretrained") and not Path(cfg.init).is_file():
+        raise click.BadParameter(f"{cfg.init}: no such weights file (nothing is downloaded)", param_hint="--init")
+    desc = f"{cfg.model.backbone}-{config_path.stem if config_path else 'default'}"
+    return cfg, {}, next_run_dir(options["out_root"], desc)
+
+
+def _distributed(launch: dict) -> bool:
+    return launch["num_workers"] > 1 or launch["address"] is not None
+
+
+def _print_dry_run(cfg, run_dir: Path, launch: dict) -> None:
+    from augmentor.config import to_dict
+    from recognition.data import FaceData
+
+    try:
+        summary = FaceData.load(cfg.manifests, cfg.data.val_fraction, cfg.seed).summary()
+    except (InputError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    launch = {**launch, "ray": _distributed(launch)}
+    click.echo(json.dumps({"run_dir": str(run_dir), "launch": launch, "counts": summary, **to_dict(cfg)}, indent=2))
+
+
+def _run_finetune(cfg, run_dir: Path, launch: dict, resume: bool, progress: bool) -> Path:
+    """Train in this process, or through Ray Train with several workers or a cluster address."""
+    try:
+        if _distributed(launch):
+            from recognition.distributed import finetune_distributed
+
+            return finetune_distributed(cfg, run_dir, **launch, resume=resume, progress=progress)
+        from recognition.finetune import finetune as run_finetune
+
+        return run_finetune(cfg, run_dir, resume=resume, progress=progress)
+    except (InputError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.command("verify-lfw", context_settings={"show_default": True})
@@ -311,24 +316,7 @@ def finetune(
     "faces, never LFW."
 )
 @progress_option("Show progress bars.")
-def verify_lfw(
-    model_specs,
-    root,
-    pairs_path,
-    view,
-    train_pairs,
-    metric,
-    out,
-    limit,
-    device,
-    batch_size,
-    workers,
-    flip,
-    masking_config,
-    context_values,
-    donors,
-    progress,
-) -> None:
+def verify_lfw(model_specs, root, pairs_path, out, train_pairs, masking_config, context_values, donors, **options) -> None:
     """LFW verification: accuracy (mean ± std over folds) and TPR at FPR 0.01 / 0.001, pooled and per fold.
 
     Each image is aligned with the masking pipeline (the whole aligned crop is scored); an image that cannot be
@@ -348,11 +336,27 @@ def verify_lfw(
       augmentor verify-lfw --model arc=onnx:w600k_r50.onnx --model fn=facenet:vggface2 --context masked \\
           --root data/lfw/images --pairs data/lfw/pairs.txt --out runs/lfw-own
     """
-    from augmentor.config import ConfigError, load_config
-    from augmentor.faces import MaskingConfig
-    from recognition.contexts import ContextError, needs_donors, parse_contexts
     from recognition.verify import VerifySettings
     from recognition.verify import verify_lfw as run_verify
+
+    contexts = _contexts(context_values, donors)
+    models = _labelled_models(model_specs)
+    settings = VerifySettings(  # options: view, metric, limit, device, batch_size, workers, flip, progress
+        **options,
+        train_pairs=str(train_pairs) if train_pairs else None,
+        contexts=contexts,
+        donors=str(donors) if donors else None,
+    )
+    try:
+        report = run_verify(models, root, pairs_path, out, settings, _masking(masking_config))
+    except (FileNotFoundError, InputError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_verify_report(report, out)
+
+
+def _contexts(context_values: tuple[str, ...], donors: Path | None) -> list[str]:
+    """The --context values, checked; donor contexts need --donors."""
+    from recognition.contexts import ContextError, needs_donors, parse_contexts
 
     try:
         contexts = parse_contexts(context_values)
@@ -361,31 +365,29 @@ def verify_lfw(
     if needs_donors(contexts) and donors is None:
         names = ", ".join(c for c in contexts if needs_donors([c]))
         raise click.BadParameter(f"--context {names} needs --donors PATH", param_hint="--donors")
+    return contexts
 
+
+def _labelled_models(model_specs: tuple[str, ...]) -> dict[str, str]:
+    """{label: spec}; two models with one label are refused rather than one silently dropped."""
     models = dict(_model_label(spec) for spec in model_specs)
     if len(models) != len(model_specs):
         raise click.BadParameter("two --model share a label; name them NAME=PATH", param_hint="--model")
+    return models
+
+
+def _masking(masking_config: Path | None):
+    from augmentor.config import load_config
+    from augmentor.faces import MaskingConfig
+
     try:
-        masking = load_config(MaskingConfig, masking_config)
-    except ConfigError as exc:
+        return load_config(MaskingConfig, masking_config)
+    except InputError as exc:
         raise click.ClickException(str(exc)) from exc
-    settings = VerifySettings(
-        view=view,
-        train_pairs=str(train_pairs) if train_pairs else None,
-        metric=metric,
-        limit=limit,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        flip=flip,
-        progress=progress,
-        contexts=contexts,
-        donors=str(donors) if donors else None,
-    )
-    try:
-        report = run_verify(models, root, pairs_path, out, settings, masking)
-    except (FileNotFoundError, InputError) as exc:
-        raise click.ClickException(str(exc)) from exc
+
+
+def _print_verify_report(report: dict, out: Path) -> None:
+    """The alignment counts and one table row per model and context."""
     align = report["alignment"]
     click.echo(
         f"{report['num_pairs']} pairs, {report['num_images']} images "
