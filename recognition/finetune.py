@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from augmentor.config import from_dict, to_dict
 from augmentor.errors import InputError
 from augmentor.locking import output_lock
+from augmentor.precision import autocast
 from augmentor.training import run_state
 from augmentor.training.run_state import RunCounters, epoch_seed
 from recognition.backbone import NetConfig, RecognitionNet, load_init, load_model, save_model
@@ -169,11 +170,15 @@ class Finetuner:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # one factor per param group: rest, trunk
             self.optimizer, [factor, lambda step: 0.0 if step < frozen else factor(step)]
         )
-        cuda = self.device.type == "cuda"
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.bf16 else contextlib.nullcontext()
+        self.precision = "bf16" if self.device.type == "cuda" and cfg.bf16 else "fp32"
         self.counters = RunCounters()
         if resume:
             self.load_resume()
+
+    @property
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """A fresh bf16 autocast on CUDA with ``cfg.bf16``, else nothing (as :attr:`Trainer.autocast`)."""
+        return autocast(self.precision, self.device)
 
     # --- data ---------------------------------------------------------------------------------------------------
     def _loader(self, dataset: FaceDataset, epoch: int | None) -> torch.utils.data.DataLoader:

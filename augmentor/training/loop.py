@@ -25,7 +25,7 @@ from augmentor.config import to_dict
 from augmentor.errors import InputError
 from augmentor.locking import output_lock
 from augmentor.models import Cascade, Discriminators, image_pyramid, input_pyramid
-from augmentor.precision import native_bf16, pick_device
+from augmentor.precision import autocast, native_bf16, pick_device
 from augmentor.training import run_state
 from augmentor.training.checkpoints import load_generator, load_weights, save_generator
 from augmentor.training.data import (
@@ -93,9 +93,7 @@ class Trainer(ValidationMixin):
     @property
     def autocast(self) -> contextlib.AbstractContextManager:
         """A fresh bf16 autocast for the networks where the device runs bf16 natively (losses opt out inside)."""
-        if self.bf16:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast("bf16" if self.bf16 else "fp32", self.device)
 
     # --- schedule ---------------------------------------------------------------------------------------------
     def active(self, epoch: int, progress: float) -> tuple[int, float]:
