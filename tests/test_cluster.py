@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from helpers import process_parents
 
 from augmentor.cli import main
 from augmentor.manifest import (
@@ -106,19 +107,9 @@ def test_plan_keeps_masking_alive_on_node_loss_and_its_bookkeeping_is_vectorised
     assert count_rows(listing) == 3 * n - 250_000
 
 
-def _parents() -> dict[int, int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (ValueError, OSError):
-            continue
-    return parents
-
-
 def _actors_by_node(raylets: list[int]) -> dict[int, set[str]]:
     """Which of :data:`TITLES` run under each node's raylet (one pass over /proc)."""
-    parents, found = _parents(), {raylet: set() for raylet in raylets}
+    parents, found = process_parents(), {raylet: set() for raylet in raylets}
     for pid in parents:
         ancestor = parents.get(pid)
         while ancestor not in (None, 0, 1) and ancestor not in found:

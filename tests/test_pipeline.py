@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from helpers import process_parents
 
 from augmentor.cli import main
 from augmentor.datasets.paths import hashed_name, image_path, is_verbatim, output_stems, safe_name
@@ -393,13 +394,7 @@ def test_resume_after_sigkill_of_the_driver(ray_session, tiny_checkpoints, lfw_i
 
 def _descendants_named(title: str) -> list[int]:
     """Processes under this test process (so of its own Ray cluster) whose command line starts with ``title``."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (ValueError, OSError):
-            continue
-    found = []
+    parents, found = process_parents(), []
     for pid in parents:
         ancestor = parents.get(pid)
         while ancestor not in (None, 0, 1, os.getpid()):

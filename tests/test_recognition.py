@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import finetune_config
 
 from augmentor.cli import main
-from augmentor.config import load_config
 from recognition import lfw
 from recognition.backbone import (
     BACKBONES,
@@ -93,20 +93,9 @@ def fake_manifest(tmp_path_factory, real_shards) -> Path:
 
 
 def _tiny_cfg(manifests, **changes) -> FinetuneConfig:
-    overrides = [
-        f"manifests={json.dumps([str(m) for m in manifests])}",
-        "model.backbone=resnet18",
-        "data.image_size=112",
-        "data.loader_workers=0",
-        "data.val_fraction=0.2",
-        "batch_size=4",
-        "max_steps_per_epoch=2",
-        "epochs=1",
-        "device=cpu",
-        "optim.lr=0.01",
-        *[f"{k}={v}" for k, v in changes.items()],
-    ]
-    return load_config(FinetuneConfig, ROOT / "configs" / "recognition" / "finetune.yaml", overrides)
+    settings = {"data.image_size": 112, "data.val_fraction": 0.2, "batch_size": 4, "max_steps_per_epoch": 2}
+    settings |= {"epochs": 1, "optim.lr": 0.01, **changes}
+    return finetune_config(manifests, settings, ROOT / "configs" / "recognition" / "finetune.yaml")
 
 
 @pytest.fixture(scope="module")

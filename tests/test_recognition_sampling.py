@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import finetune_config
 
 from augmentor.cli import main
-from augmentor.config import load_config
 from augmentor.preprocessing.shards import encode_png
 from recognition.finetune import FinetuneConfig, Finetuner
 from recognition.sampling import CopySampler, copy_groups, copy_sampler
@@ -173,18 +173,8 @@ def manifests(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _cfg(manifests, **changes) -> FinetuneConfig:
-    overrides = [
-        f"manifests={json.dumps([str(m) for m in manifests])}",
-        "model.backbone=resnet18",
-        "data.image_size=64",
-        "data.loader_workers=0",
-        "data.val_fraction=0.25",
-        "batch_size=3",
-        "epochs=2",
-        "device=cpu",
-        *[f"{k}={v}" for k, v in changes.items()],
-    ]
-    return load_config(FinetuneConfig, None, overrides)
+    settings = {"data.image_size": 64, "data.val_fraction": 0.25, "batch_size": 3, "epochs": 2}
+    return finetune_config(manifests, {**settings, **changes})
 
 
 @pytest.mark.parametrize("p", [None, 0.0, 1.0])
