@@ -28,7 +28,6 @@ what earlier steps still hold; Ray's worker processes are not counted.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -39,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from record import write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "lfw"
@@ -294,9 +294,7 @@ def main() -> None:
         f"driver peak RSS {report['peak_rss_mb']:.0f} MB; "
         f"manifest {report['manifest_rows']} rows {report['status_counts']}"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_record(args.out, report)
 
 
 if __name__ == "__main__":

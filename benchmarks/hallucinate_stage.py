@@ -17,7 +17,6 @@ benchmarks/hallucinate_stage.py --faces pack --device cuda --out $OUT/hallucinat
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from record import write_record
 
 from augmentor.hallucinator import default_weights
 from augmentor.models import DEFAULT_WIDTHS, PAPER_WIDTHS, Cascade, CascadeConfig
@@ -145,9 +145,7 @@ def main() -> None:
         "batch_size": batch_size,
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {args.out}")
+    write_record(args.out, record)
 
 
 if __name__ == "__main__":

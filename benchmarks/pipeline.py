@@ -14,7 +14,6 @@ the Ray start-up (reported apart) but include starting the actors and loading th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from record import write_record
 
 from augmentor.datasets.adapters import load_dataset
 from augmentor.models import DEFAULT_WIDTHS, RESOLUTIONS, Cascade, CascadeConfig
@@ -195,9 +195,7 @@ def main() -> None:
         "the naive loop with its model loading)"
     )
     print(f"{'  steady state':<28}{pipe['steady_images_per_second']:>8.2f}   ({report['speedup_steady_state']}x)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_record(args.out, report)
 
 
 if __name__ == "__main__":

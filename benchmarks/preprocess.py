@@ -6,12 +6,13 @@ python benchmarks/preprocess.py --root ../shared/data/lfw/images --limit 1000
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
 import time
 from pathlib import Path
+
+from record import write_record
 
 from augmentor.datasets.adapters import load_dataset
 from augmentor.faces import FaceMasker, load_image
@@ -86,9 +87,7 @@ def main() -> None:
         print(f"{name:<12} {ms}")
     for workers, run in runs.items():
         print(f"workers={workers}: {run['images_per_second']} img/s ({run['images_per_second_per_core']} per core)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_record(args.out, report)
 
 
 if __name__ == "__main__":

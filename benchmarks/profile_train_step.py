@@ -12,7 +12,6 @@ Adam, discriminators on every block) and the trained recipe, prints both tables 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from record import write_record
 from train_throughput import STEPS, build, measure, step_arguments, synthetic_faces
 
 from augmentor.training.data import DataConfig, load_faces
@@ -73,9 +73,7 @@ def main() -> None:
             print("  top operators (self time, ms per step):")
             for op, ms in result["top_ops_self_ms_per_step"].items():
                 print(f"    {op:40} {ms:8.1f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_record(args.out, report)
 
 
 if __name__ == "__main__":

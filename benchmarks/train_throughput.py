@@ -20,7 +20,6 @@ counts every image of the batch, and unique faces/s is half of it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from record import write_record
 
 from augmentor.config import load_config
 from augmentor.precision import native_bf16
@@ -127,9 +127,7 @@ def main() -> None:
         "data": str(args.data) if args.data else "synthetic",
         "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_record(args.out, report)
 
 
 if __name__ == "__main__":
