@@ -6,7 +6,7 @@ Importing this module imports click alone (and the torch-free :mod:`augmentor.pr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
@@ -37,6 +37,37 @@ def file_option(*decls: str, help: str, metavar: str = "FILE", required: bool = 
     """An option naming an existing file, passed as a ``Path`` (default None)."""
     kind = click.Path(exists=True, dir_okay=False, path_type=Path)
     return click.option(*decls, type=kind, required=required, default=None, metavar=metavar, help=help)
+
+
+def int_option(
+    *decls: str,
+    help: str,
+    default: int | None = None,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    metavar: str = "N",
+) -> Decorator:
+    """An integer option, checked to lie in ``[minimum, maximum]`` (an end left None is open)."""
+    return click.option(*decls, type=click.IntRange(minimum, maximum), default=default, metavar=metavar, help=help)
+
+
+def float_option(
+    *decls: str,
+    help: str,
+    default: float | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    min_open: bool = False,
+    metavar: str = "X",
+) -> Decorator:
+    """A number option, checked to lie in ``[minimum, maximum]`` (``(minimum, ...`` with ``min_open``)."""
+    kind = click.FloatRange(minimum, maximum, min_open=min_open)
+    return click.option(*decls, type=kind, default=default, metavar=metavar, help=help)
+
+
+def choice_option(*decls: str, choices: Sequence[str], help: str, default: str | None = None) -> Decorator:
+    """An option taking one of ``choices`` (listed in --help)."""
+    return click.option(*decls, type=click.Choice(list(choices)), default=default, help=help)
 
 
 def dataset_options(command: Callable | None = None, *, default: str | None = None) -> Callable:

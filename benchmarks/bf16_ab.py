@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from select_generator import score, validation_faces
 
 from augmentor.hallucinator import Hallucinator
+from augmentor.options import file_option, folder_option, int_option
 
 log = logging.getLogger("bf16_ab")
 AUGMENTOR = Path(sys.executable).with_name("augmentor")
@@ -53,20 +54,10 @@ def train(data: Path, config: Path, out: Path, bf16: bool, epochs: int, steps: i
 
 
 @click.command(context_settings={"show_default": True})
-@click.option(
-    "--data",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="Preprocess output to train on (the config's data.extra_paths are added).",
-)
-@click.option(
-    "--config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="Training recipe, e.g. configs/train/cpu-gan.yaml.",
-)
-@click.option("--epochs", type=click.IntRange(min=1), default=3, help="Epochs per run.")
-@click.option("--steps", type=click.IntRange(min=1), default=40, help="Steps per epoch.")
+@folder_option("--data", required=True, help="Preprocess output to train on (the config's data.extra_paths are added).")
+@file_option("--config", required=True, help="Training recipe, e.g. configs/train/cpu-gan.yaml.")
+@int_option("--epochs", minimum=1, default=3, help="Epochs per run.")
+@int_option("--steps", minimum=1, default=40, help="Steps per epoch.")
 @click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="More config overrides for both runs.")
 @click.option(
     "--out",

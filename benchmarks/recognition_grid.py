@@ -42,6 +42,7 @@ from pathlib import Path
 import click
 
 from augmentor.layout import CONFIG_FILE
+from augmentor.options import float_option, folder_option, int_option
 
 log = logging.getLogger("recognition_grid")
 
@@ -122,11 +123,7 @@ def run_folder(root: Path) -> Path | None:
 
 def finished(run: Path | None) -> bool:
     """A run that trained all its epochs and wrote its checkpoint."""
-    if (
-        run is None
-        or not (run / "checkpoint" / CONFIG_FILE).is_file()
-        or not (run / "last" / CONFIG_FILE).is_file()
-    ):
+    if run is None or not (run / "checkpoint" / CONFIG_FILE).is_file() or not (run / "last" / CONFIG_FILE).is_file():
         return False
     epochs = json.loads((run / "finetune_config.json").read_text())["epochs"]
     return json.loads((run / "last" / CONFIG_FILE).read_text()).get("epochs_trained") == epochs
@@ -497,26 +494,26 @@ def _yaml_file(value: str) -> Path:
 @click.option("--seeds", default="0,1,2", metavar="S,S", help="Training seeds (split, init, data order).")
 @click.option("--regimes", default="pretrained,scratch", metavar="R,R", help=f"Regimes: {', '.join(REGIMES)}.")
 @click.option("--contexts", default=V3_CONTEXTS, metavar="C,C", help="verify-lfw --context values.")
-@click.option(
+@int_option(
     "--copies",
-    type=click.IntRange(1, 8),
+    minimum=1,
+    maximum=8,
     default=V3_COPIES,
     metavar="K",
     help="Copies of every training face per kind (augmentor run --copies); K > 1 goes to data/<kind>-k<K>-*/.",
 )
-@click.option(
+@float_option(
     "--copy-probability",
-    type=click.FloatRange(0, 1),
+    minimum=0,
+    maximum=1,
     default=V3_COPY_PROBABILITY,
     metavar="P",
     help="finetune --copy-probability for every arm: each epoch is one pass over the real crops, each swapped for "
     "one of its copies with probability P. Not tuned (choose it on CelebA validation, never on LFW).",
 )
 @click.option("--union", is_flag=True, help="Issue 17's mode instead: train on the union of real crops and copies.")
-@click.option(
+@folder_option(
     "--cascade-model",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
     metavar="CKPT",
     help="Generator checkpoint for the cascade copies. Default: the shipped model.",
 )
@@ -529,11 +526,10 @@ def _yaml_file(value: str) -> Path:
     help="Fine-tune a regime with another config (e.g. a gentler regime (a) recipe). Use a fresh --out: finished "
     "runs are not retrained.",
 )
-@click.option(
+@int_option(
     "--verify-limit",
-    type=click.IntRange(min=0),
+    minimum=0,
     default=VERIFY_LIMIT,
-    metavar="N",
     help="verify-lfw --limit: the first N matched and N mismatched pairs of each fold; 0: all 300 + 300.",
 )
 @click.option("--device", default="cpu", metavar="DEVICE", help="Fine-tuning and feature device.")
@@ -546,14 +542,12 @@ def _yaml_file(value: str) -> Path:
     f"Default: OUT/{RESULTS_NAME}.",
 )
 @click.option("--collect", is_flag=True, help="Only write --results from OUT/verify and OUT/compare.json, then stop.")
-@click.option(
+@folder_option(
     "--measure",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
     metavar="SHARDS",
     help="Measure each regime's training and embedding rates on this preprocess output (a few batches), then stop.",
 )
-@click.option("--measure-steps", type=click.IntRange(min=1), default=8, metavar="N", help="--measure: batches.")
+@int_option("--measure-steps", minimum=1, default=8, help="--measure: batches.")
 @click.option("-n", "--dry-run", is_flag=True, help="Print the plan and its estimated time, then stop.")
 def main(
     out,

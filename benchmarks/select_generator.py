@@ -25,6 +25,8 @@ import click
 import numpy as np
 import torch
 
+from augmentor.options import folder_option
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -74,9 +76,8 @@ def choose(rows: list[dict], tolerance: float) -> dict:
 
 
 @click.command(context_settings={"show_default": True})
-@click.option(
+@folder_option(
     "--run",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
     required=True,
     help="Training run folder (its train_config.json gives the data and the validation split).",
 )
@@ -87,12 +88,7 @@ def choose(rows: list[dict], tolerance: float) -> dict:
     metavar="A,A",
     help="Interpolation weights of each epoch against the base (1: the epoch itself).",
 )
-@click.option(
-    "--base",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=SHIPPED,
-    help="The model to beat and to interpolate from.",
-)
+@folder_option("--base", default=SHIPPED, help="The model to beat and to interpolate from.")
 @click.option(
     "--ssim-tolerance", type=float, default=0.003, help="How far below the base's validation SSIM a candidate may fall."
 )

@@ -12,9 +12,11 @@ from augmentor.layout import CONFIG_FILE
 from augmentor.options import (
     address_option,
     batch_size_option,
+    choice_option,
     dataset_options,
     donors_option,
     dry_run_option,
+    int_option,
     limit_option,
     load_listing,
     model_option,
@@ -35,9 +37,9 @@ METHODS = ("cascade", "donor")
 @model_option(
     "Checkpoint folder (model.safetensors + config.json), e.g. a training run's checkpoint/. Default: the shipped model."
 )
-@click.option(
+@choice_option(
     "--method",
-    type=click.Choice(METHODS),
+    choices=METHODS,
     default="cascade",
     help="cascade: the generator paints the context. donor: each face takes the whole context of a real face of "
     "another identity from --donors (K copies = the K nearest donors; CPU only). See docs/donors.md.",
@@ -52,28 +54,27 @@ METHODS = ("cascade", "donor")
     help="--method donor: the seamless composition (outline warp, multi-band seam); --no-refine: the plain one "
     "(similarity fit, Poisson seam). See docs/donors.md.",
 )
-@click.option(
+@int_option(
     "--copies",
-    type=click.IntRange(1, MAX_COPIES),
+    minimum=1,
+    maximum=MAX_COPIES,
     default=1,
     metavar="K",
     help="Hallucinations per face; K > 1 needs a checkpoint with noise channels (cascade) or takes the K nearest "
     "donors (donor).",
 )
-@click.option(
+@choice_option(
     "--format",
     "image_format",
-    type=click.Choice(["png", "jpeg"]),
+    choices=["png", "jpeg"],
     default="png",
     help="Image file format (JPEG at quality 95).",
 )
 @seed_option("Run seed, mixed into every image's noise seed.")
 @address_option
-@click.option(
+@int_option(
     "--num-gpus",
-    type=click.IntRange(min=0),
-    default=None,
-    metavar="N",
+    minimum=0,
     help="GPU actors for hallucination (one GPU each); 0 runs it on CPU actors. Default: every GPU of the cluster.",
 )
 @workers_option(
@@ -84,11 +85,10 @@ METHODS = ("cascade", "donor")
 @limit_option("Only the first N images of the listing (sorted by identity, image id).")
 @precision_option("Inference precision of the cascade and the match score.")
 @progress_option("Show a progress bar with per-stage img/s.")
-@click.option(
+@int_option(
     "--preview",
-    type=click.IntRange(min=0),
+    minimum=0,
     default=8,
-    metavar="N",
     help="Write preview.png: N faces as original | masked | hallucinated copies (0: none).",
 )
 @dry_run_option("Print the resolved settings and the work left, then stop.")

@@ -15,10 +15,15 @@ from augmentor.layout import CONFIG_FILE
 from augmentor.options import (
     address_option,
     batch_size_option,
+    choice_option,
     config_options,
     device_option,
     donors_option,
     dry_run_option,
+    file_option,
+    float_option,
+    folder_option,
+    int_option,
     limit_option,
     model_specs_option,
     next_run_dir,
@@ -74,7 +79,7 @@ def _model_label(spec: str) -> tuple[str, str]:
     "Fine-tuning config, e.g. configs/recognition/finetune.yaml. Default: built-in (paper-like ResNet-50).",
     "Override a config value. Repeatable.",
 )
-@click.option("--backbone", type=click.Choice(BACKBONES), default=None, help="The trunk. Default: config.")
+@choice_option("--backbone", choices=BACKBONES, help="The trunk. Default: config.")
 @click.option(
     "--init",
     default=None,
@@ -82,47 +87,38 @@ def _model_label(spec: str) -> tuple[str, str]:
     help="Trunk weights: none, pretrained (dlib-resnet: the installed dlib model) or a local state-dict file "
     "(ImageNet / VGGFace2 ResNet-50 ...). Nothing is downloaded. Default: config.",
 )
-@click.option(
-    "--loss", type=click.Choice(["softmax", "arcface"]), default=None, help="Softmax (the paper) or ArcFace margin."
-)
-@click.option(
+@choice_option("--loss", choices=["softmax", "arcface"], help="Softmax (the paper) or ArcFace margin.")
+@choice_option(
     "--image-size",
-    type=click.Choice(["128", "112", "96", "64"]),
-    default=None,
+    choices=["128", "112", "96", "64"],
     help="Input crop side in px (the aligned 128 px crop, resized). Default: config.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=None, metavar="N", help="Maximum epochs.")
+@int_option("--epochs", minimum=1, help="Maximum epochs.")
 @batch_size_option(None, "Batch size per worker.", minimum=2)
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="Optimiser. Default: config.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR", help="Base lr.")
-@click.option(
+@choice_option("--optimizer", choices=["sgd", "adamw"], help="Optimiser. Default: config.")
+@float_option("--lr", minimum=0, min_open=True, metavar="LR", help="Base lr.")
+@float_option(
     "--trunk-lr-scale",
-    type=click.FloatRange(min=0),
-    default=None,
-    metavar="X",
+    minimum=0,
     help="The trunk's lr = --lr x X (0: the trunk stays as initialised). Default: config.",
 )
-@click.option(
+@int_option(
     "--frozen-trunk-epochs",
-    type=click.IntRange(min=0),
-    default=None,
-    metavar="N",
+    minimum=0,
     help="Train only the new embedding layer and head for the first N epochs (trunk lr 0). Default: config.",
 )
-@click.option(
+@float_option(
     "--copy-probability",
-    type=click.FloatRange(0, 1),
-    default=None,
+    minimum=0,
+    maximum=1,
     metavar="P",
     help="An epoch is one pass over the real crops, each replaced with probability P by one of its copies (same "
     "image), chosen at random. Default (unset): train on the union of real crops and copies.",
 )
 @device_option(None, "auto, cpu, cuda, cuda:1 (single process).")
-@click.option(
+@int_option(
     "--num-workers",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
+    minimum=1,
     help="Data-parallel Ray Train workers; over 1 (or --address) trains through Ray. Default: 1 (no Ray).",
 )
 @click.option("--use-gpu/--no-use-gpu", default=None, help="Ray Train: one GPU per worker.")
@@ -258,45 +254,30 @@ def _run_finetune(cfg, run_dir: Path, launch: dict, resume: bool, progress: bool
     metavar="[NAME=]PATH|dlib|KIND:FILE",
     required=True,
 )
-@click.option(
-    "--root",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    metavar="DIR",
-    help="LFW images folder (Name/Name_0001.jpg).",
-)
-@click.option(
+@folder_option("--root", required=True, help="LFW images folder (Name/Name_0001.jpg).")
+@file_option(
     "--pairs",
     "pairs_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     required=True,
     metavar="TXT",
     help="pairs.txt (View 2, 10 folds) or, with --view dev, pairsDevTest.txt.",
 )
-@click.option(
+@choice_option(
     "--view",
-    type=click.Choice(["view2", "dev"]),
+    choices=["view2", "dev"],
     default="view2",
     help="view2: 10-fold protocol; dev: View 1 (threshold from --train-pairs, else 10-fold CV on the test pairs).",
 )
-@click.option(
-    "--train-pairs",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    metavar="TXT",
-    help="--view dev: pairsDevTrain.txt, to choose the threshold on.",
-)
-@click.option("--metric", type=click.Choice(["pearson", "cosine"]), default="pearson", help="Pair score.")
+@file_option("--train-pairs", metavar="TXT", help="--view dev: pairsDevTrain.txt, to choose the threshold on.")
+@choice_option("--metric", choices=["pearson", "cosine"], default="pearson", help="Pair score.")
 @out_dir_option("Output folder: report.json, roc.png, and the aligned/ and features/ caches.")
 @limit_option("Quick run: only the first N matched and N mismatched pairs of each fold.")
 @device_option()
 @batch_size_option(64, "Images per forward pass.")
 @workers_option("Alignment processes (default: all cores).")
 @click.option("--flip/--no-flip", default=False, help="Add the features of the mirrored crop.")
-@click.option(
+@file_option(
     "--masking-config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
     metavar="YAML",
     help="Alignment settings (configs/preprocess.yaml); use the ones the training crops were made with.",
 )
@@ -316,7 +297,9 @@ def _run_finetune(cfg, run_dir: Path, launch: dict, resume: bool, progress: bool
     "faces, never LFW."
 )
 @progress_option("Show progress bars.")
-def verify_lfw(model_specs, root, pairs_path, out, train_pairs, masking_config, context_values, donors, **options) -> None:
+def verify_lfw(
+    model_specs, root, pairs_path, out, train_pairs, masking_config, context_values, donors, **options
+) -> None:
     """LFW verification: accuracy (mean ± std over folds) and TPR at FPR 0.01 / 0.001, pooled and per fold.
 
     Each image is aligned with the masking pipeline (the whole aligned crop is scored); an image that cannot be

@@ -13,6 +13,9 @@ from augmentor.options import (
     dataset_options,
     device_option,
     donors_option,
+    file_option,
+    folder_option,
+    int_option,
     limit_option,
     load_listing,
     model_specs_option,
@@ -75,14 +78,7 @@ def resolve_models(model_specs: tuple[str, ...], progan: Path | None, baselines_
 
 @click.command("evaluate", context_settings={"show_default": True})
 @model_specs_option("A checkpoint folder to evaluate; repeatable. Default: the shipped model.")
-@click.option(
-    "--progan",
-    "progan",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    metavar="PATH",
-    help="A progressive-regime checkpoint, shown as 'ProGAN'.",
-)
+@folder_option("--progan", "progan", metavar="PATH", help="A progressive-regime checkpoint, shown as 'ProGAN'.")
 @click.option("--baselines-only", is_flag=True, help="Score only the classical baselines (no model).")
 @dataset_options(default="lfw")
 @out_dir_option("Output folder: table.md, metrics.json, per_image.parquet, comparison.png, match_histogram.png.")
@@ -97,27 +93,22 @@ def resolve_models(model_specs: tuple[str, ...], progan: Path | None, baselines_
     metavar="dlib|PATH",
     help="Features of the match score: dlib (the dlib-ResNet port) or a local ResNet-50 state-dict file.",
 )
-@click.option(
+@file_option(
     "--inception-weights",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
     metavar="PATH",
     help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth) for Inception FID.",
 )
 @precision_option("The models' inference precision; metric networks always run fp32.", default="fp32")
-@click.option(
+@int_option(
     "--reference-size",
-    type=click.IntRange(min=2),
-    default=None,
-    metavar="N",
+    minimum=2,
     help="Real images, disjoint from the evaluated ones, that FID/KID/SWD compare against. Default: as many as --limit.",
 )
-@click.option(
+@int_option(
     "--bootstrap",
     "num_bootstrap",
-    type=click.IntRange(min=10),
+    minimum=10,
     default=1000,
-    metavar="N",
     help="Paired bootstrap resamples of every model-minus-baseline difference (SWD: N/10, at least 10).",
 )
 @click.option(
@@ -130,11 +121,10 @@ def resolve_models(model_specs: tuple[str, ...], progan: Path | None, baselines_
     "(docs/donors.md). Default: --donor-pool images of the evaluated dataset's other identities. Donors from another "
     "dataset make the C2ST judge the dataset's style, not the seams."
 )
-@click.option(
+@int_option(
     "--donor-pool",
-    type=click.IntRange(min=0),
+    minimum=0,
     default=2000,
-    metavar="N",
     help="Without --donors: images of identities neither evaluated nor in the reference set, preprocessed as donors "
     "(0: no donor rows).",
 )
@@ -144,18 +134,17 @@ def resolve_models(model_specs: tuple[str, ...], progan: Path | None, baselines_
     default=True,
     help="Also score the refined (seamless) donor composition beside the plain one.",
 )
-@click.option(
+@int_option(
     "--copies",
-    type=click.IntRange(min=1),
+    minimum=1,
     default=1,
     metavar="K",
     help="Copies per face of the models and donor rows; K >= 2 measures how different they are and scores each.",
 )
-@click.option(
+@int_option(
     "--c2st-seeds",
-    type=click.IntRange(min=0),
+    minimum=0,
     default=3,
-    metavar="N",
     help="Seeds of the classifier two-sample test (whole crop, jaw and forehead windows); 0 skips it.",
 )
 def evaluate(

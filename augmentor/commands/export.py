@@ -8,7 +8,12 @@ from pathlib import Path
 import click
 
 from augmentor.errors import InputError
-from augmentor.options import folder_option, out_dir_option
+from augmentor.options import (
+    choice_option,
+    float_option,
+    folder_option,
+    out_dir_option,
+)
 
 
 @click.command("export", context_settings={"show_default": True})
@@ -16,15 +21,15 @@ from augmentor.options import folder_option, out_dir_option
     "--checkpoint", required=True, help="Checkpoint folder to export, e.g. runs/00003-cascade-cascade/checkpoint."
 )
 @out_dir_option("Destination folder; augmentor/weights/cascade128 makes it the shipped default model.")
-@click.option(
+@choice_option(
     "--dtype",
-    type=click.Choice(["bfloat16", "float16", "float32"]),
+    choices=["bfloat16", "float16", "float32"],
     default="bfloat16",
     help="Stored precision of the weights (loading casts back to float32).",
 )
-@click.option(
+@float_option(
     "--max-shard-mb",
-    type=click.FloatRange(min=0.1),
+    minimum=0.1,
     default=16.0,
     metavar="MIB",
     help="Split the weights into files of at most this size.",

@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from augmentor.errors import InputError
-from augmentor.options import dry_run_option, out_dir_option, progress_option, workers_option
+from augmentor.options import (
+    dry_run_option,
+    int_option,
+    out_dir_option,
+    progress_option,
+    workers_option,
+)
 
 FORMATS = ("imagefolder", "webdataset", "insightface", "hf")  # augmentor.dataset_export.writers.FORMATS; tested
 
@@ -24,22 +30,16 @@ FORMATS = ("imagefolder", "webdataset", "insightface", "hf")  # augmentor.datase
     "train.rec/train.idx/property (arcface_torch); hf: Parquet that datasets.load_dataset reads as images.",
 )
 @out_dir_option("New (or empty) output folder; it appears only when the export is complete.")
-@click.option(
+@int_option(
     "--size",
-    type=click.IntRange(16, 1024),
-    default=None,
+    minimum=16,
+    maximum=1024,
     metavar="PX",
     help="Output side in px (e.g. 112 for arcface-sized training: our eye-aligned crop resized, not insightface's "
     "five-point template). Default: keep the 128 px crop.",
 )
-@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, metavar="Q", help="JPEG quality.")
-@click.option(
-    "--shard-size",
-    type=click.IntRange(min=1),
-    default=10_000,
-    metavar="N",
-    help="Samples per WebDataset tar shard or HF Parquet file.",
-)
+@int_option("--jpeg-quality", minimum=1, maximum=100, default=95, metavar="Q", help="JPEG quality.")
+@int_option("--shard-size", minimum=1, default=10_000, help="Samples per WebDataset tar shard or HF Parquet file.")
 @workers_option("Encoding threads. Default: all cores.")
 @progress_option()
 @dry_run_option("Print the sources, counts and identities, then stop.")

@@ -9,29 +9,39 @@ from pathlib import Path
 import click
 
 from augmentor.errors import InputError
-from augmentor.options import dry_run_option, file_option, folder_option, out_dir_option
+from augmentor.options import (
+    choice_option,
+    dry_run_option,
+    file_option,
+    float_option,
+    folder_option,
+    int_option,
+    out_dir_option,
+)
 
 
 @click.command("pack", context_settings={"show_default": True})
 @folder_option("--data", required=True, help="Output folder of `augmentor preprocess`.")
 @out_dir_option("Pack folder (git-ignored): faces.parquet, identity.safetensors, pack.json.", default=Path("pack"))
-@click.option(
+@choice_option(
     "--format",
     "image_format",
-    type=click.Choice(["webp", "jpeg"]),
+    choices=["webp", "jpeg"],
     default="webp",
     help="Codec of the aligned crops. WebP is about 25% smaller than JPEG at a lower error.",
 )
-@click.option(
+@int_option(
     "--quality",
-    type=click.IntRange(90, 100),
+    minimum=90,
+    maximum=100,
     default=92,
     metavar="Q",
     help="Encoder quality, 90..100. WebP on CelebA: 92 = 1.8, 95 = 1.5 grey levels mean abs error.",
 )
-@click.option(
+@float_option(
     "--max-padded-fraction",
-    type=click.FloatRange(0.0, 1.0),
+    minimum=0.0,
+    maximum=1.0,
     default=1.0,
     metavar="F",
     help="Leave out faces whose listing's padded_fraction is larger, as data.max_padded_fraction does.",

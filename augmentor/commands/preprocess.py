@@ -11,6 +11,7 @@ from augmentor.options import (
     config_options,
     dataset_options,
     dry_run_option,
+    int_option,
     limit_option,
     load_listing,
     out_dir_option,
@@ -28,7 +29,7 @@ from augmentor.options import (
 )
 @workers_option("Worker processes. Default: all cores.")
 @limit_option("Only the first N images of the listing (sorted by identity, image id).")
-@click.option("--shard-size", type=click.IntRange(min=1), default=1000, metavar="ROWS", help="Rows per Parquet shard.")
+@int_option("--shard-size", minimum=1, default=1000, metavar="ROWS", help="Rows per Parquet shard.")
 @progress_option()
 @dry_run_option("Print the resolved settings and the image count, then stop.")
 def preprocess(

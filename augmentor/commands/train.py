@@ -8,10 +8,12 @@ import click
 
 from augmentor.errors import InputError
 from augmentor.options import (
+    choice_option,
     config_options,
     device_option,
     dry_run_option,
     folder_option,
+    int_option,
     next_run_dir,
     out_root_option,
     resume_option,
@@ -26,15 +28,12 @@ from augmentor.options import (
     "Training config, e.g. configs/train/cascade.yaml. Default: built-in.",
     "Override a config value, e.g. --set loss.identity=0 --set epochs=5. Repeatable.",
 )
-@click.option(
+@choice_option(
     "--regime",
-    type=click.Choice(["cascade", "progressive"]),
-    default=None,
+    choices=["cascade", "progressive"],
     help="cascade: all blocks every step (the paper); progressive: ProGAN-style growth. Default: config.",
 )
-@click.option(
-    "--epochs", type=click.IntRange(min=1), default=None, metavar="N", help="Maximum epochs. Default: config."
-)
+@int_option("--epochs", minimum=1, help="Maximum epochs. Default: config.")
 @device_option(None, "auto, cpu, cuda, cuda:1 ... Default: config (auto).")
 @out_root_option
 @resume_option
