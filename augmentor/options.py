@@ -137,6 +137,14 @@ def load_listing(
         raise click.ClickException(str(exc)) from exc
 
 
+LISTING_PARAMS = ("dataset", "root", "identities", "path_column", "identity_column")  # what dataset_options passes
+
+
+def pop_listing(options: dict):
+    """:func:`load_listing` of the :func:`dataset_options` values among a command's ``**options`` (taken out)."""
+    return load_listing(**{name: options.pop(name) for name in LISTING_PARAMS})
+
+
 def config_options(config_help: str, set_help: str, *, config_param: str = "config_path") -> Decorator:
     """``--config YAML`` and the repeatable ``--set KEY=VALUE`` override, passed as ``config_path, overrides``."""
     return _stack(

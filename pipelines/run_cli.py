@@ -18,9 +18,9 @@ from augmentor.options import (
     dry_run_option,
     int_option,
     limit_option,
-    load_listing,
     model_option,
     out_dir_option,
+    pop_listing,
     precision_option,
     progress_option,
     seed_option,
@@ -92,30 +92,7 @@ METHODS = ("cascade", "donor")
     help="Write preview.png: N faces as original | masked | hallucinated copies (0: none).",
 )
 @dry_run_option("Print the resolved settings and the work left, then stop.")
-def run(
-    dataset,
-    root,
-    out,
-    model,
-    method,
-    donors,
-    refine,
-    copies,
-    image_format,
-    seed,
-    address,
-    num_gpus,
-    workers,
-    batch_size,
-    limit,
-    identities,
-    path_column,
-    identity_column,
-    precision,
-    progress,
-    preview,
-    dry_run,
-) -> None:
+def run(model, method, donors, limit, preview, dry_run, **options) -> None:
     """Hallucinate context and background for every face of a dataset, on a Ray cluster.
 
     Masks each image on CPU actors, hallucinates K backgrounds per face with the cascade on GPU actors (CPU actors
@@ -136,24 +113,10 @@ def run(
     from pipelines.augment import run as run_pipeline
     from pipelines.plan import RunSettings, prepare
 
-    dataset, root, table = load_listing(dataset, root, identities, path_column, identity_column)
+    dataset, root, table = pop_listing(options)
     model = _check_source(method, model, donors)
-    settings = RunSettings(
-        out=out,
-        model=model,
-        copies=copies,
-        image_format=image_format,
-        seed=seed,
-        batch_size=batch_size,
-        workers=workers,
-        num_gpus=num_gpus,
-        address=address,
-        progress=progress,
-        precision=precision,
-        method=method,
-        donors=donors,
-        refine=refine,
-    )
+    # options: out, copies, image_format, seed, batch_size, workers, num_gpus, address, progress, precision, refine
+    settings = RunSettings(**options, model=model, method=method, donors=donors)
     extra = {"dataset": dataset, "root": str(Path(root).resolve())}
     try:
         if dry_run:
@@ -167,7 +130,7 @@ def run(
     if preview:
         from pipelines.preview import write_preview
 
-        sheet = write_preview(out, max_faces=preview)
+        sheet = write_preview(settings.out, max_faces=preview)
         if sheet is not None:
             click.echo(f"preview: {sheet}")
 

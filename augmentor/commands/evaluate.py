@@ -17,9 +17,9 @@ from augmentor.options import (
     folder_option,
     int_option,
     limit_option,
-    load_listing,
     model_specs_option,
     out_dir_option,
+    pop_listing,
     precision_option,
     seed_option,
     workers_option,
@@ -148,31 +148,7 @@ def resolve_models(model_specs: tuple[str, ...], progan: Path | None, baselines_
     help="Seeds of the classifier two-sample test (whole crop, jaw and forehead windows); 0 skips it.",
 )
 def evaluate(
-    model_specs,
-    progan,
-    baselines_only,
-    dataset,
-    root,
-    identities,
-    path_column,
-    identity_column,
-    out,
-    limit,
-    seed,
-    device,
-    batch_size,
-    workers,
-    match_features,
-    inception_weights,
-    precision,
-    reference_size,
-    num_bootstrap,
-    chip_identity,
-    donors,
-    donor_pool,
-    donor_refine,
-    copies,
-    c2st_seeds,
+    model_specs, progan, baselines_only, out, inception_weights, num_bootstrap, donors, c2st_seeds, **options
 ) -> None:
     """Score hallucinations against the aligned originals: the paper's Table 1, with baselines in the same run, and
     how real they look: a classifier two-sample test, SWD in two normalisations, seam SWD, diversity of copies.
@@ -196,26 +172,15 @@ def evaluate(
     from augmentor.evaluation.evaluate import evaluate as run_evaluation
 
     models = resolve_models(model_specs, progan, baselines_only)
-    settings = EvalSettings(
-        limit=limit,
-        seed=seed,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        match_features=match_features,
+    _, _, table = pop_listing(options)
+    settings = EvalSettings(  # options: limit, seed, device, precision, copies, match_features, donor_pool ...
+        **options,
         inception_weights=str(inception_weights) if inception_weights else None,
-        reference_size=reference_size,
-        precision=precision,
         num_bootstrap=num_bootstrap,
         swd_bootstrap=max(10, num_bootstrap // 10),
-        chip_identity=chip_identity,
         donors=str(donors) if donors else None,
-        donor_pool=donor_pool,
-        donor_refine=donor_refine,
-        copies=copies,
         c2st_seeds=tuple(range(c2st_seeds)),
     )
-    _, _, table = load_listing(dataset, root, identities, path_column, identity_column)
     try:
         report = run_evaluation(table, out, models, settings)
     except (InputError, FileNotFoundError) as exc:  # MissingModelFileError is a FileNotFoundError

@@ -32,21 +32,7 @@ from augmentor.options import (
 @int_option("--shard-size", minimum=1, default=1000, metavar="ROWS", help="Rows per Parquet shard.")
 @progress_option()
 @dry_run_option("Print the resolved settings and the image count, then stop.")
-def preprocess(
-    dataset,
-    root,
-    identities,
-    path_column,
-    identity_column,
-    out,
-    config_path,
-    overrides,
-    workers,
-    limit,
-    shard_size,
-    progress,
-    dry_run,
-) -> None:
+def preprocess(out, config_path, overrides, workers, limit, shard_size, progress, dry_run, **listing) -> None:
     """Detect, align and mask every face of a dataset into Parquet shards.
 
     Each row holds the 128x128 aligned crop, its face mask and the 68 aligned landmarks, or a status and
@@ -64,7 +50,7 @@ def preprocess(
     from augmentor.resources import MissingModelFileError
     from augmentor.visualize import shard_preview
 
-    dataset, root, table = load_listing(dataset, root, identities, path_column, identity_column)
+    dataset, root, table = load_listing(**listing)
     try:
         masking = load_config(MaskingConfig, config_path, list(overrides))
     except ConfigError as exc:
