@@ -56,7 +56,7 @@ def check_precision(precision: str) -> str:
     """``precision`` if it is one of :data:`PRECISIONS`.
 
     Raises:
-        ValueError: anything else.
+        InputError: anything else.
     """
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")

@@ -96,7 +96,7 @@ def plan_resources(
     others, every CPU there being held by hallucinating actors waiting for masked faces.
 
     Raises:
-        ValueError: the cluster is too small for the request.
+        InputError: the cluster is too small for the request.
     """
     spare = cluster_cpus - 2 * WRITE_CPUS
     if num_gpus > 0:
@@ -167,7 +167,7 @@ def check_run_file(out: Path, info: dict[str, Any], write: bool = True) -> None:
     """Refuse to continue a folder made with other settings (:data:`RESUME_KEYS`); else record them in ``run.json``.
 
     Raises:
-        ValueError: the folder holds another run, or a manifest without ``run.json``.
+        InputError: the folder holds another run, or a manifest without ``run.json``.
     """
     path = out / RUN_FILE
     if path.is_file():
@@ -193,7 +193,7 @@ def check_model(model: Path, copies: int) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: not a checkpoint folder.
-        ValueError: wrong resolution, or ``copies > 1`` with a deterministic model.
+        InputError: wrong resolution, or ``copies > 1`` with a deterministic model.
     """
     from augmentor.training.checkpoints import read_config
 

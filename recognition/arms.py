@@ -76,7 +76,7 @@ def group_arms(rows: list[Row], arm_specs: list[str] | tuple[str, ...] = ()) -> 
     that does not follow it is an arm of one run). Arms keep the order their first run appears in.
 
     Raises:
-        ValueError: a malformed spec, a label no report holds, a label in two arms, or a run missing a context.
+        InputError: a malformed spec, a label no report holds, a label in two arms, or a run missing a context.
     """
     labels = list(dict.fromkeys(r.label for r in rows))
     members: dict[str, list[str]] = {}
@@ -204,7 +204,7 @@ def compare_arms(rows: list[Row], arm_specs: list[str] | tuple[str, ...] = (), b
     """The markdown (a table per context, then the tests) and the numbers behind it.
 
     Raises:
-        ValueError: see :func:`group_arms`; reports scored on different pairs; or no arm to compare with a
+        InputError: see :func:`group_arms`; reports scored on different pairs; or no arm to compare with a
             baseline.
     """
     scored_on = {(r.pairs, r.num_pairs, r.entry["num_folds"]) for r in rows}

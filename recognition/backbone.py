@@ -187,7 +187,7 @@ def load_init(net: RecognitionNet, init: str) -> str:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file does not fit the trunk.
+        InputError: the file does not fit the trunk.
     """
     name = net.config.backbone
     if init == "none":
@@ -242,7 +242,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
 
     Raises:
         FileNotFoundError: a file is missing.
-        ValueError: the files do not match each other.
+        InputError: the files do not match each other.
     """
     from augmentor.training.checkpoints import load_checkpoint
 

@@ -144,7 +144,7 @@ def compare(rows: list[Row]) -> tuple[str, dict]:
     """The markdown (table + verdicts) and the numbers behind the verdicts.
 
     Raises:
-        ValueError: fewer than two models, or reports made on different pairs.
+        InputError: fewer than two models, or reports made on different pairs.
     """
     contexts = list(dict.fromkeys(r.context for r in rows))
     tests: dict[str, dict] = {}

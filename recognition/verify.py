@@ -354,7 +354,7 @@ def verify_lfw(
 
     Raises:
         FileNotFoundError: a pairs file, an image it names or a model file is missing.
-        ValueError: a malformed pairs file, one that does not fit the view, a context that cannot be made
+        InputError: a malformed pairs file, one that does not fit the view, a context that cannot be made
             (:class:`recognition.contexts.ContextError`) or a model spec that cannot be used.
     """
     from augmentor.precision import pick_device

@@ -168,7 +168,7 @@ def read_dlib_resnet(path: str | Path | None = None) -> dict[str, np.ndarray]:
 
     Raises:
         MissingModelFileError: The file does not exist.
-        ValueError: The file is truncated, corrupt, or not this network.
+        InputError: The file is truncated, corrupt, or not this network.
     """
     path = dlib_model_path(DAT_FILE) if path is None else Path(path)
     if not path.is_file():
@@ -269,7 +269,7 @@ class DlibResNet(nn.Module):
 
         Raises:
             MissingModelFileError: The file does not exist.
-            ValueError: The file is malformed or holds another network.
+            InputError: The file is malformed or holds another network.
         """
         state = read_dlib_resnet(path)
         net = cls()
@@ -284,7 +284,7 @@ class DlibResNet(nn.Module):
 
         Raises:
             MissingModelFileError: The file does not exist.
-            ValueError: The file is malformed or holds another network.
+            InputError: The file is malformed or holds another network.
         """
         if path is None or Path(path).suffix != ".safetensors":
             return cls.from_dat(path)

@@ -193,7 +193,7 @@ def preprocess(
         progress: Show a tqdm progress bar.
 
     Raises:
-        ValueError: a bad listing, or a folder written with other masking settings.
+        InputError: a bad listing, or a folder written with other masking settings.
         augmentor.locking.FolderInUseError: another process is writing to ``out_dir``.
     """
     masking = masking or MaskingConfig()

@@ -143,7 +143,7 @@ def read_state(directory: str | Path) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: neither file, or a shard the index names, exists.
-        ValueError: a shard lacks a tensor the index promises.
+        InputError: a shard lacks a tensor the index promises.
     """
     directory = Path(directory)
     single, index = directory / MODEL_FILE, directory / INDEX_FILE
@@ -169,7 +169,7 @@ def read_checkpoint_config(directory: str | Path, fmt: str, version: int) -> dic
 
     Raises:
         FileNotFoundError: no ``config.json``.
-        ValueError: another format, or a newer version than this code reads.
+        InputError: another format, or a newer version than this code reads.
     """
     path = Path(directory) / CONFIG_FILE
     if not path.is_file() and recover_folder(directory):  # a save was killed while renaming it into place
@@ -219,7 +219,7 @@ def load_weights(module: torch.nn.Module, directory: str | Path, grow_inputs: bo
 
     Raises:
         FileNotFoundError: the weights file is missing.
-        ValueError: the file's tensors do not match the module built from ``config.json``.
+        InputError: the file's tensors do not match the module built from ``config.json``.
     """
     weights = Path(directory) / MODEL_FILE
     state = {k: v.float() if v.is_floating_point() else v for k, v in read_state(directory).items()}
@@ -245,7 +245,7 @@ def load_generator(directory: str | Path, device: str | torch.device = "cpu") ->
 
     Raises:
         FileNotFoundError: a file is missing.
-        ValueError: the files do not match each other.
+        InputError: the files do not match each other.
     """
     return load_checkpoint(directory, FORMAT, FORMAT_VERSION, CascadeConfig, Cascade, device)
 
@@ -263,7 +263,7 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: a file is missing.
-        ValueError: another format, or files that do not match each other.
+        InputError: another format, or files that do not match each other.
     """
     config = read_checkpoint_config(directory, fmt, version)
     module = load_weights(build(from_dict(architecture, config["architecture"], "architecture")), directory)

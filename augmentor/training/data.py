@@ -85,7 +85,7 @@ def load_faces(config: DataConfig) -> FaceSet:
 
     Raises:
         FileNotFoundError: no shards and no pack at one of the paths.
-        ValueError: no usable row after filtering, or two sources share an image id.
+        InputError: no usable row after filtering, or two sources share an image id.
     """
     sources = [config.path, *config.extra_paths]
     parts = [_load_one(path, config) for path in sources]

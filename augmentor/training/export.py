@@ -44,7 +44,7 @@ def export_generator(
         difference, in [-1, 1] units, between the source and the exported model on a fixed random input.
 
     Raises:
-        ValueError: unknown ``dtype``, or generators that cannot be blended.
+        InputError: unknown ``dtype``, or generators that cannot be blended.
     """
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")

@@ -30,7 +30,7 @@ def blend_states(
     """``base + alpha * (tuned - base)`` for every floating tensor; other tensors (counters) come from ``tuned``.
 
     Raises:
-        ValueError: the two states do not hold the same tensors with the same shapes, or ``alpha`` is not finite.
+        InputError: the two states do not hold the same tensors with the same shapes, or ``alpha`` is not finite.
     """
     if not math.isfinite(alpha):
         raise InputError(f"alpha must be a finite number, got {alpha}")
@@ -54,7 +54,7 @@ def base_state(base: str | Path, architecture: dict[str, Any]) -> dict[str, torc
 
     Raises:
         FileNotFoundError: a checkpoint file is missing.
-        ValueError: ``base`` differs from ``architecture`` in anything but the noise inputs.
+        InputError: ``base`` differs from ``architecture`` in anything but the noise inputs.
     """
     model = Cascade(from_dict(CascadeConfig, architecture, "architecture"))
     try:
@@ -76,7 +76,7 @@ def interpolate_generators(base: str | Path, tuned: str | Path, alpha: float) ->
 
     Raises:
         FileNotFoundError: a checkpoint file is missing.
-        ValueError: the two generators differ in anything but the noise inputs.
+        InputError: the two generators differ in anything but the noise inputs.
     """
     tuned_model, config = load_generator(tuned, "cpu")
     try:

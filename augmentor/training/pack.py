@@ -97,7 +97,7 @@ def save_identity_weights(path: str | Path, dat: str | Path | None = None) -> Pa
 
     Raises:
         MissingModelFileError: no ``.dat`` file.
-        ValueError: the ``.dat`` is not that network, or a weight does not fit in fp16.
+        InputError: the ``.dat`` is not that network, or a weight does not fit in fp16.
     """
     from safetensors.torch import save_file
 
@@ -108,7 +108,7 @@ def save_identity_weights(path: str | Path, dat: str | Path | None = None) -> Pa
         tensor = torch.from_numpy(np.asarray(array, dtype=np.float32))
         state[name] = tensor if name == "input_mean" else tensor.to(torch.float16)
         if not torch.isfinite(state[name]).all():
-            raise ValueError(f"{name} overflows fp16")
+            raise InputError(f"{name} overflows fp16")
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, str(tmp), metadata={"format": "dlib-face-resnet", "source": DAT_FILE, "dtype": "float16"})
@@ -126,7 +126,7 @@ def build_pack(source: str | Path, out: str | Path, config: PackConfig | None = 
 
     Raises:
         FileNotFoundError: no shards in ``source``.
-        ValueError: no row left after filtering, or a bad setting.
+        InputError: no row left after filtering, or a bad setting.
         MissingModelFileError: no dlib ``.dat`` to convert.
     """
     config = config or PackConfig()

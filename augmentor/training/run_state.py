@@ -138,7 +138,7 @@ def load_resume(run_dir: Path, device: torch.device | str) -> tuple[RunCounters,
 
     Raises:
         FileNotFoundError: no resume state in ``run_dir``.
-        ValueError: ``last/`` and ``resume/`` disagree (a folder written by an older augmentor and killed mid-save).
+        InputError: ``last/`` and ``resume/`` disagree (a folder written by an older augmentor and killed mid-save).
     """
     run_dir = Path(run_dir)
     settle(run_dir)
