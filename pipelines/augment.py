@@ -266,10 +266,22 @@ def _execute(todo: pd.DataFrame, summary: RunSummary, settings: RunSettings, wei
         with _quiet_ray_data():
             _drain(_dataset(todo, settings, plan, weights_id), summary, settings.out, bar)
     except ray.exceptions.RayError as exc:
+        if not resumable(exc):
+            raise  # a stage's own code failed (a bug, a shape error): its worker traceback is in the message
         message = str(exc).strip().splitlines()[0][:500]
         raise JobFailedError(f"the Ray job failed ({type(exc).__name__}: {message}); rerun to resume") from exc
     finally:
         bar.close()
+
+
+def resumable(exc: BaseException) -> bool:
+    """Whether a Ray error is one a rerun gets past: Ray lost a node, a worker, an actor or an object (or killed a
+    worker for memory), or a stage refused its input. An error raised by a stage's own code otherwise is a bug."""
+    import ray
+
+    if isinstance(exc, (ray.exceptions.RayTaskError, ray.exceptions.UserCodeException)):
+        return isinstance(getattr(exc, "cause", None), InputError)
+    return True
 
 
 @contextlib.contextmanager

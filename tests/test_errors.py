@@ -84,3 +84,16 @@ def test_a_bug_deep_inside_a_job_keeps_its_traceback(tmp_path, monkeypatch, targ
     result = CliRunner().invoke(main, args(tmp_path))
     assert type(result.exception) is kind, result.output  # not turned into "Error: ..."
     assert "Error:" not in result.output
+
+
+def test_a_ray_job_resumes_after_lost_workers_but_not_after_a_stage_bug():
+    ray = pytest.importorskip("ray")
+    from pipelines.augment import resumable
+
+    bug = ray.exceptions.RayTaskError("PredictAndWrite.__call__", "Traceback ...", ValueError("shape mismatch"))
+    assert not resumable(bug) and not resumable(bug.as_instanceof_cause())
+    assert not resumable(ray.exceptions.UserCodeException("UDF failed to process a data block."))
+    refused = ray.exceptions.RayTaskError("Predictor.__init__", "Traceback ...", InputError("outputs 64 px"))
+    assert resumable(refused)
+    assert resumable(ray.exceptions.ActorDiedError()) and resumable(ray.exceptions.NodeDiedError("node gone"))
+    assert resumable(ray.exceptions.WorkerCrashedError())
