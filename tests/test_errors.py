@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from augmentor.cli import main
 from augmentor.errors import InputError
+from augmentor.samples import SAMPLES_LIST
 
 
 def _checkpoint(tmp_path, fmt="not-a-cascade"):
@@ -23,6 +24,12 @@ def _report(tmp_path, entry):
     folder.mkdir()
     (folder / "report.json").write_text(json.dumps({"models": {"m": entry}, "pairs": "pairs.txt", "num_pairs": 2}))
     return folder
+
+
+def _pairs(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("1\t1\n")
+    return path
 
 
 def test_every_input_error_class_is_one():
@@ -71,8 +78,34 @@ def test_a_user_error_is_one_clean_line(tmp_path, args, message):
             "augmentor.preprocessing.preprocess.preprocess",
             lambda t: ["preprocess", "--out", str(t / "p"), "--limit", "1", "--no-progress"],
         ),
+        (
+            "augmentor.dataset_export.export.export_dataset",
+            lambda t: ["export-dataset", str(t), "--to", "imagefolder", "--out", str(t / "x")],
+        ),
+        (
+            "augmentor.evaluation.evaluate.evaluate",
+            lambda t: [
+                "evaluate",
+                "--baselines-only",
+                "--dataset",
+                "list",
+                "--root",
+                str(SAMPLES_LIST),
+                "--out",
+                str(t),
+            ],
+        ),
+        ("pipelines.augment.run", lambda t: ["run", "--out", str(t / "r"), "--no-progress"]),
+        (
+            "recognition.finetune.finetune",
+            lambda t: ["finetune", "--manifest", str(t), "--out", str(t / "runs"), "--device", "cpu"],
+        ),
+        (
+            "recognition.verify.verify_lfw",
+            lambda t: ["verify-lfw", "--model", "dlib", "--root", str(t), "--pairs", str(_pairs(t)), "--out", str(t)],
+        ),
     ],
-    ids=["export", "compare", "pack", "train", "preprocess"],
+    ids=["export", "compare", "pack", "train", "preprocess", "export-dataset", "evaluate", "run", "finetune", "verify"],
 )
 def test_a_bug_deep_inside_a_job_keeps_its_traceback(tmp_path, monkeypatch, target, args, kind):
     module, name = target.rsplit(".", 1)
