@@ -352,7 +352,7 @@ class Finetuner:
 
             if not (self.run_dir / "checkpoint").exists():
                 save_model(self.net, self.run_dir / "checkpoint", self.meta())
-            plot_loss_curves(self.run_dir / run_state.METRICS_FILE, self.run_dir / "loss_curves.png")
+            plot_loss_curves(self.run_dir / run_state.METRICS_FILE, self.run_dir / run_state.LOSS_CURVES_FILE)
         return self.run_dir / "checkpoint"
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 from augmentor.errors import InputError
 from recognition import lfw
+from recognition.compare import REPORT_NAME
 from recognition.contexts import (
     ORIGINAL,
     REFINE,
@@ -325,7 +326,7 @@ def write_report(report: dict, curves: dict[str, dict[str, Curve]], out: Path) -
         plot_roc(context_curves, out / f"roc{suffix}.png", title=f"LFW verification ROC, context: {context}")
     tmp = out / ".report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out / "report.json")
+    tmp.replace(out / REPORT_NAME)
 
 
 def verify_lfw(

@@ -315,7 +315,7 @@ class Trainer(ValidationMixin):
         if not (self.run_dir / "checkpoint").exists():  # e.g. progressive training that never reached the top
             save_generator(self.generator, self.run_dir / "checkpoint", self._meta())
         metrics_path = self.run_dir / run_state.METRICS_FILE
-        plot_loss_curves(metrics_path, self.run_dir / "loss_curves.png")
+        plot_loss_curves(metrics_path, self.run_dir / run_state.LOSS_CURVES_FILE)
         plot_gan_curves(metrics_path, self.run_dir / "gan_curves.png")
         return self.run_dir / "checkpoint"
 

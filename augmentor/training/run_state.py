@@ -30,6 +30,7 @@ LAST_DIR = "last"  # the model of the last finished epoch
 RESUME_DIR = "resume"  # what else a resume needs
 STATE_FILE = "state.pt"  # in resume/: optimiser states and the counters, loaded with weights_only=True
 METRICS_FILE = "metrics.jsonl"  # one JSON line per finished epoch
+LOSS_CURVES_FILE = "loss_curves.png"  # the curves of METRICS_FILE, redrawn every epoch
 STAGE = ".saving"  # the staging folder of a save in progress
 SEED_STRIDE = 1_000_003  # epoch seeds are seed * SEED_STRIDE + epoch: distinct per (seed, epoch), so resumable
 
