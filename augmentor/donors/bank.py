@@ -34,6 +34,7 @@ from augmentor.donors.config import DonorConfig
 from augmentor.donors.features import context_valid_share, describe, describe_all
 from augmentor.donors.seamless import compose_refined
 from augmentor.donors.search import nearest
+from augmentor.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class DonorBank:
         if not self.config.appearance:
             return nearest(queries, self.features, penalty, list(identities), self.identities, k, self.config)
         if self.appearance is None:
-            raise ValueError("appearance_weight > 0, but this bank holds no appearance descriptors; reload it")
+            raise InputError("appearance_weight > 0, but this bank holds no appearance descriptors; reload it")
         # re-rank at most as many donors as every target has of another identity (at least k: fewer raises below)
         own = max((int((self.identities == i).sum()) for i in identities if i), default=0)
         pool = max(k, min(self.config.candidates, len(self) - own))
@@ -317,7 +318,7 @@ def _build(shards: list[Path], config: DonorConfig) -> tuple[dict[str, np.ndarra
             identities.append(str(columns["identity"][i]))
             pixels.append((columns["aligned"][i], columns["mask"][i], valid_png))
     if not features:
-        raise ValueError(f"no face of {shards[0].parent} can be a donor (skipped: {skipped})")
+        raise InputError(f"no face of {shards[0].parent} can be a donor (skipped: {skipped})")
     log.info("donor bank built: %d donors, skipped %s", len(features), skipped)
     arrays: dict[str, np.ndarray] = {
         "features": np.stack(features).astype(np.float32),
@@ -364,7 +365,7 @@ def _read_pixels(shards: list[Path], arrays: dict[str, np.ndarray]) -> list[tupl
         columns = table.to_pydict()
         for j, i in enumerate(where):
             if columns["image_id"][j] != arrays["image_id"][i]:
-                raise ValueError(f"{path} changed since the donor bank was built; delete {BANK_DIR}/ to rebuild it")
+                raise InputError(f"{path} changed since the donor bank was built; delete {BANK_DIR}/ to rebuild it")
             valid = columns["valid"][j] if "valid" in columns else None
             pixels[i] = (columns["aligned"][j], columns["mask"][j], valid)
     return pixels

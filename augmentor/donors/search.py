@@ -7,6 +7,7 @@ import numpy as np
 
 from augmentor.donors.config import DonorConfig
 from augmentor.donors.features import COLOUR, NUM_FEATURES, POSE, SHAPE
+from augmentor.errors import InputError
 
 
 def feature_weights(config: DonorConfig) -> np.ndarray:
@@ -61,7 +62,7 @@ def nearest(
             distance[i, donor_identities == identity] = np.inf
     eligible = np.isfinite(distance).sum(1)
     if len(eligible) and eligible.min() < k:
-        raise ValueError(f"{k} donors wanted, but a target has only {int(eligible.min())} of another identity")
+        raise InputError(f"{k} donors wanted, but a target has only {int(eligible.min())} of another identity")
     if k < distance.shape[1]:
         part = np.argpartition(distance, k - 1, axis=1)[:, :k]
     else:

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augmentor.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -110,7 +112,7 @@ def identity_split(identities: np.ndarray, train_share: float, rng: np.random.Ge
     """
     names = np.unique(np.asarray(identities, dtype=str))
     if len(names) < 2:
-        raise ValueError(f"a C2ST needs at least two identities to split by, got {len(names)}")
+        raise InputError(f"a C2ST needs at least two identities to split by, got {len(names)}")
     shuffled = rng.permutation(names)
     num_train = int(np.clip(round(train_share * len(names)), 1, len(names) - 1))
     return np.isin(np.asarray(identities, dtype=str), shuffled[:num_train])
@@ -187,7 +189,7 @@ def one_seed(
     for name, side in (("train", train), ("test", ~train)):
         index = [np.flatnonzero(side & (labels == c)) for c in (0.0, 1.0)]
         if min(len(i) for i in index) == 0:
-            raise ValueError(f"the identity split left no {name} image in one class; use more identities")
+            raise InputError(f"the identity split left no {name} image in one class; use more identities")
         if name == "train":  # balance the training classes so the judge cannot win by a prior
             count = min(len(i) for i in index)
             index = [_balanced(i, count, rng) for i in index]
