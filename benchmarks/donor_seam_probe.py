@@ -28,38 +28,12 @@ import numpy as np
 from record import write_record
 
 from augmentor.donors import DonorBank, DonorConfig
-from augmentor.donors.compose import compose, distance_from, fit_similarity, poisson_fill, recolour
-from augmentor.donors.features import OUTLINE, from_lab, inner_ring, to_lab
-from augmentor.donors.seamless import compose_refined, warp_outline
+from augmentor.donors.compose import compose, distance_from, recolour
+from augmentor.donors.features import from_lab, inner_ring, to_lab
+from augmentor.donors.seamless import compose_refined, fill_and_blend, fit_donor
 from augmentor.options import folder_option, int_option
 
 KEYS = ("seam_swd_128", "seam_swd_64", "seam_swdr_128", "seam_swdr_64", "swd_128", "swdr_128")
-
-
-def _blend(inside, outside, mask, levels: int, sigma0: float):
-    """Laplacian blend as :func:`augmentor.donors.seamless.multiband_blend`, the finest weight blurred by sigma0."""
-    import cv2
-
-    def gaussian(x):
-        pyramid = [x]
-        for _ in range(levels):
-            pyramid.append(cv2.pyrDown(pyramid[-1]))
-        return pyramid
-
-    def laplacian(x):
-        g = gaussian(x)
-        return [*(g[i] - cv2.pyrUp(g[i + 1], dstsize=g[i].shape[1::-1]) for i in range(levels)), g[-1]]
-
-    weights = gaussian(mask)
-    if sigma0:
-        weights[0] = cv2.GaussianBlur(mask, (0, 0), sigma0)
-    bands = [
-        w[..., None] * a + (1 - w[..., None]) * b for w, a, b in zip(weights, laplacian(inside), laplacian(outside))
-    ]
-    out = bands[-1]
-    for band in reversed(bands[:-1]):
-        out = cv2.pyrUp(out, dstsize=band.shape[1::-1]) + band
-    return out
 
 
 def _local_colour(target, target_mask, recoloured, donor_mask, sigma=8.0, decay=30.0, clip=15.0):
@@ -79,29 +53,15 @@ def _local_colour(target, target_mask, recoloured, donor_mask, sigma=8.0, decay=
     return from_lab(donor_lab + share * field).astype(np.float64)
 
 
-def variant(sigma0: float = 0.0, local: bool = False):
+def variant(fine_sigma: float = 0.0, local: bool = False):
     """The refined composition with a blurred finest blend weight and/or the local colour correction."""
-    import cv2
 
     def fn(target, target_mask, target_landmarks, donor, donor_mask, donor_landmarks, donor_valid, config):
-        face = target_mask > 0
-        matrix = fit_similarity(donor_landmarks[OUTLINE], target_landmarks[OUTLINE], config)
-        moved = np.asarray(donor_landmarks, np.float64) @ matrix[:, :2].T + matrix[:, 2]
-        donor, donor_mask = warp_outline(
-            donor, donor_mask.astype(np.uint8), matrix, moved[OUTLINE], target_landmarks[OUTLINE], None
-        )
+        donor, donor_mask = fit_donor(donor, donor_mask, donor_landmarks, target_landmarks, config)
         recoloured, _ = recolour(target, target_mask, donor, donor_mask, config)
         if local:
             recoloured = _local_colour(target, target_mask, recoloured, donor_mask)
-        size = 2 * config.refined_band_dilation + 1
-        band = (cv2.dilate(donor_mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))) > 0) & ~face
-        fixed = np.where(face[..., None], target.astype(np.float64), recoloured)
-        context = poisson_fill(fixed, recoloured, band, band | face)
-        donor_face = np.where(face[..., None], recoloured, context)
-        out = _blend(context, donor_face, face.astype(np.float64), config.blend_levels, sigma0)
-        out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-        out[face] = target[face]
-        return out
+        return fill_and_blend(target, target_mask, donor_mask, recoloured, config, fine_sigma)
 
     return fn
 
@@ -117,9 +77,9 @@ VARIANTS = {
     "refined": compose_refined,
     "self plain": own_context(compose),
     "self refined": own_context(compose_refined),
-    "refined, fine blend 1 px": variant(sigma0=1.0),
+    "refined, fine blend 1 px": variant(fine_sigma=1.0),
     "refined, local colour": variant(local=True),
-    "refined, local colour, fine blend 1 px": variant(sigma0=1.0, local=True),
+    "refined, local colour, fine blend 1 px": variant(fine_sigma=1.0, local=True),
 }
 
 

@@ -288,3 +288,18 @@ def test_multiband_blend_keeps_each_side_and_mixes_only_near_the_seam():
     assert 50 < out[0, 32, 0] < 200  # a gradual step across the seam
     identical = multiband_blend(inside, inside, mask, levels=3)
     np.testing.assert_allclose(identical, inside, atol=1e-6)
+
+
+def test_multiband_blend_fine_sigma_softens_only_the_finest_band_at_the_seam():
+    from augmentor.donors.seamless import multiband_blend
+
+    rng = np.random.default_rng(0)
+    inside, outside = rng.uniform(0, 255, (64, 64, 3)), rng.uniform(0, 255, (64, 64, 3))
+    mask = np.zeros((64, 64))
+    mask[:, :32] = 1
+    hard = multiband_blend(inside, outside, mask, levels=3)
+    np.testing.assert_array_equal(multiband_blend(inside, outside, mask, levels=3, fine_sigma=0.0), hard)
+    soft = multiband_blend(inside, outside, mask, levels=3, fine_sigma=1.0)
+    changed = np.abs(soft - hard).max(axis=(0, 2)) > 1e-6
+    assert changed[30:34].all()  # the columns next to the seam differ
+    assert not changed[:24].any() and not changed[40:].any()  # far from it, nothing does

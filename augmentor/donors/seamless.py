@@ -80,9 +80,12 @@ def warp_outline(
     return warped, warped_mask
 
 
-def multiband_blend(inside: np.ndarray, outside: np.ndarray, mask: np.ndarray, levels: int) -> np.ndarray:
+def multiband_blend(
+    inside: np.ndarray, outside: np.ndarray, mask: np.ndarray, levels: int, fine_sigma: float = 0.0
+) -> np.ndarray:
     """Laplacian-pyramid blend (Burt and Adelson 1983) of ``inside`` where ``mask`` is 1 and ``outside`` where it
-    is 0: each band mixed with the mask blurred to that band's scale. ``[H, W, C]`` float in, float64 out."""
+    is 0: each band mixed with the mask blurred to that band's scale. ``[H, W, C]`` float in, float64 out.
+    ``fine_sigma`` > 0: the finest band is mixed with the mask blurred by that many px instead of the hard mask."""
     import cv2
 
     def gaussian(x: np.ndarray) -> list[np.ndarray]:
@@ -97,6 +100,8 @@ def multiband_blend(inside: np.ndarray, outside: np.ndarray, mask: np.ndarray, l
         return [*bands, g[-1]]
 
     weights = gaussian(mask.astype(np.float64))
+    if fine_sigma > 0:
+        weights[0] = cv2.GaussianBlur(weights[0], (0, 0), fine_sigma)
     blended = [
         w[..., None] * a + (1 - w[..., None]) * b
         for w, a, b in zip(weights, laplacian(inside.astype(np.float64)), laplacian(outside.astype(np.float64)))
@@ -104,6 +109,54 @@ def multiband_blend(inside: np.ndarray, outside: np.ndarray, mask: np.ndarray, l
     out = blended[-1]
     for band in reversed(blended[:-1]):
         out = cv2.pyrUp(out, dstsize=band.shape[1::-1]) + band
+    return out
+
+
+def fit_donor(
+    donor: np.ndarray,
+    donor_mask: np.ndarray,
+    donor_landmarks: np.ndarray,
+    target_landmarks: np.ndarray,
+    config: DonorConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 1: the donor's crop and face mask (uint8) fitted onto the target's outline, resampled once."""
+    from augmentor.donors.compose import fit_similarity
+
+    matrix = fit_similarity(donor_landmarks[OUTLINE], target_landmarks[OUTLINE], config)
+    moved = np.asarray(donor_landmarks, np.float64) @ matrix[:, :2].T + matrix[:, 2]
+    return warp_outline(
+        donor,
+        donor_mask.astype(np.uint8),
+        matrix,
+        moved[OUTLINE],
+        target_landmarks[OUTLINE],
+        config.max_warp if config.warp_outline else None,
+    )
+
+
+def fill_and_blend(
+    target: np.ndarray,
+    target_mask: np.ndarray,
+    donor_mask: np.ndarray,
+    recoloured: np.ndarray,
+    config: DonorConfig,
+    fine_sigma: float = 0.0,
+) -> np.ndarray:
+    """Steps 3 and 4: fill what shows of the donor's fitted face (``donor_mask``) outside the target's, blend the
+    target's face into the ``recoloured`` donor across the seam, and copy the face back bit-exact (uint8 out)."""
+    import cv2
+
+    from augmentor.donors.compose import poisson_fill
+
+    face = target_mask > 0
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * config.refined_band_dilation + 1,) * 2)
+    band = (cv2.dilate(donor_mask, kernel) > 0) & ~face  # what is left of the donor's face outside the target's
+    fixed = np.where(face[..., None], target.astype(np.float64), recoloured)
+    context = poisson_fill(fixed, recoloured, band, band | face)
+    donor_face = np.where(face[..., None], recoloured, context)  # the donor's own (recoloured) face under the target's
+    blended = multiband_blend(context, donor_face, face.astype(np.float64), config.blend_levels, fine_sigma)
+    out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    out[face] = target[face]
     return out
 
 
@@ -121,31 +174,9 @@ def compose_refined(
 
     Same arguments as :func:`augmentor.donors.compose.compose`.
     """
-    import cv2
-
-    from augmentor.donors.compose import fit_similarity, poisson_fill, recolour
+    from augmentor.donors.compose import recolour
 
     config = config or DonorConfig()
-    face = target_mask > 0
-    matrix = fit_similarity(donor_landmarks[OUTLINE], target_landmarks[OUTLINE], config)
-    moved = np.asarray(donor_landmarks, np.float64) @ matrix[:, :2].T + matrix[:, 2]
-    donor, donor_mask = warp_outline(
-        donor,
-        donor_mask.astype(np.uint8),
-        matrix,
-        moved[OUTLINE],
-        target_landmarks[OUTLINE],
-        config.max_warp if config.warp_outline else None,
-    )
-
+    donor, donor_mask = fit_donor(donor, donor_mask, donor_landmarks, target_landmarks, config)
     recoloured, _ = recolour(target, target_mask, donor, donor_mask, config)
-
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * config.refined_band_dilation + 1,) * 2)
-    band = (cv2.dilate(donor_mask, kernel) > 0) & ~face  # what is left of the donor's face outside the target's
-    fixed = np.where(face[..., None], target.astype(np.float64), recoloured)
-    context = poisson_fill(fixed, recoloured, band, band | face)
-    donor_face = np.where(face[..., None], recoloured, context)  # the donor's own (recoloured) face under the target's
-    blended = multiband_blend(context, donor_face, face.astype(np.float64), config.blend_levels)
-    out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    out[face] = target[face]
-    return out
+    return fill_and_blend(target, target_mask, donor_mask, recoloured, config)
