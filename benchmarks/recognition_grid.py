@@ -378,11 +378,21 @@ def collect_results(out: Path) -> dict:
     }
 
 
-def run(grid: Grid) -> None:
-    """Run every step not yet done; append each step's wall time to ``OUT/timings.jsonl``."""
+DATA_STEPS = ("preprocess ", " copies of ")  # the names of the data steps (--data-only)
+
+
+def is_data_step(step: Step) -> bool:
+    return any(part in step.name for part in DATA_STEPS)
+
+
+def run(grid: Grid, data_only: bool = False) -> None:
+    """Run every step not yet done (only the data steps with ``data_only``); append each step's wall time to
+    ``OUT/timings.jsonl``."""
     grid.out.mkdir(parents=True, exist_ok=True)
     (grid.out / GRID_FILE).write_text(json.dumps(grid.settings(), indent=2))
     for step in grid.plan():
+        if data_only and not is_data_step(step):
+            continue
         if step.done:
             log.info("skip (done): %s", step.name)
             continue
@@ -548,6 +558,11 @@ def _yaml_file(value: str) -> Path:
     help="Measure each regime's training and embedding rates on this preprocess output (a few batches), then stop.",
 )
 @int_option("--measure-steps", minimum=1, default=8, help="--measure: batches.")
+@click.option(
+    "--data-only",
+    is_flag=True,
+    help="Make the training data (preprocess and copies), then stop; e.g. while a fine-tuning recipe is chosen.",
+)
 @click.option("-n", "--dry-run", is_flag=True, help="Print the plan and its estimated time, then stop.")
 def main(
     out,
@@ -568,6 +583,7 @@ def main(
     collect,
     measure,
     measure_steps,
+    data_only,
     dry_run,
 ):
     """Run (or with --dry-run, plan) the recognition grid; rerun the same command to resume.
@@ -642,7 +658,7 @@ def main(
         for step in steps:
             click.echo(f"# {step.name}\n{' '.join(step.command)}")
         return
-    run(grid)
+    run(grid, data_only)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ BACKBONES = ("resnet50", "resnet18", "dlib-resnet")
 FORMAT = "augmentor-recognition"
 FORMAT_VERSION = 1
 DLIB_INPUT = CHIP_SIZE  # the dlib face ResNet's chip side
+DLIB_EMBEDDING_DIM = 128  # its descriptor (the fc layer that model.embedding: pretrained keeps)
 # Where dlib's 150-px face chip (padding 0.25) lies in our eye-aligned crop, as an affine_grid theta in normalised
 # coordinates (so it holds at 128 and 112 px): the mean of `augmentor.identity.network.face_chip_transform` over 2,000
 # aligned CelebA faces (chip side = 0.573 of the crop, centred at x +0.016, y +0.101; per-face spread ~2.5 px).
@@ -49,6 +50,10 @@ class NetConfig:
     arcface_scale: float = 64.0  # ArcFace logit scale s
     arcface_margin: float = 0.5  # ArcFace angular margin m (radians)
     num_classes: int = 0  # identities of the training manifests, set by finetune
+    # fresh: a new feat_extract (Linear + BatchNorm1d, embedding_dim wide), the paper's layer. pretrained (dlib-resnet
+    # only, embedding_dim 128): feat_extract is dlib's own 128-D layer (Linear, no bias, no BatchNorm), loaded with
+    # the trunk, so before any step the embedding is the untouched dlib descriptor of the template chip
+    embedding: Literal["fresh", "pretrained"] = "fresh"
 
 
 class SoftmaxHead(nn.Module):
@@ -112,6 +117,19 @@ def _trunk(name: str) -> tuple[nn.Module, int]:
     raise InputError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
 
 
+def _embedding_layer(config: NetConfig, trunk_dim: int) -> nn.Sequential:
+    """``feat_extract``: the paper's Linear + BatchNorm1d, or dlib's own bias-free 128-D layer (``embedding:
+    pretrained``), whose weights :func:`load_init` copies from the dlib model."""
+    if config.embedding == "fresh":
+        return nn.Sequential(nn.Linear(trunk_dim, config.embedding_dim), nn.BatchNorm1d(config.embedding_dim))
+    if config.backbone != "dlib-resnet" or config.embedding_dim != DLIB_EMBEDDING_DIM:
+        raise InputError(
+            f"model.embedding: pretrained keeps dlib's own {DLIB_EMBEDDING_DIM}-D layer: it needs backbone "
+            f"dlib-resnet and embedding_dim {DLIB_EMBEDDING_DIM} (got {config.backbone}, {config.embedding_dim})"
+        )
+    return nn.Sequential(nn.Linear(trunk_dim, DLIB_EMBEDDING_DIM, bias=False))
+
+
 class RecognitionNet(nn.Module):
     """``uint8 crops [N, 3, S, S] -> trunk -> feat_extract -> embedding [N, D]`` (+ head logits in training)."""
 
@@ -121,9 +139,7 @@ class RecognitionNet(nn.Module):
             raise InputError("num_classes must be set (the identities of the training manifests)")
         self.config = config
         self.trunk, trunk_dim = _trunk(config.backbone)
-        self.feat_extract = nn.Sequential(
-            nn.Linear(trunk_dim, config.embedding_dim), nn.BatchNorm1d(config.embedding_dim)
-        )
+        self.feat_extract = _embedding_layer(config, trunk_dim)
         if config.head == "softmax":
             self.head: nn.Module = SoftmaxHead(config.embedding_dim, config.num_classes)
         else:
@@ -173,7 +189,8 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_init(net: RecognitionNet, init: str) -> str:
-    """Initialise the trunk from ``init``; the embedding layer and head always start fresh.
+    """Initialise the trunk from ``init``; the head always starts fresh, and so does the embedding layer unless
+    ``model.embedding`` is ``pretrained`` (then it is the dlib model's own 128-D layer, from the same file).
 
     Args:
         net: The network.
@@ -191,6 +208,8 @@ def load_init(net: RecognitionNet, init: str) -> str:
     """
     name = net.config.backbone
     if init == "none":
+        if net.config.embedding == "pretrained":
+            raise InputError("model.embedding: pretrained needs pretrained weights (--init pretrained or a dlib .dat)")
         return "random initialisation"
     if init == "pretrained":
         if name != "dlib-resnet":
@@ -203,8 +222,13 @@ def load_init(net: RecognitionNet, init: str) -> str:
     if name == "dlib-resnet" and (path is None or path.suffix == ".dat"):
         from augmentor.identity.network import read_dlib_resnet
 
-        state = {k: torch.from_numpy(v.copy()) for k, v in read_dlib_resnet(path).items() if not k.startswith("fc.")}
+        dat = {k: torch.from_numpy(v.copy()) for k, v in read_dlib_resnet(path).items()}
+        state = {k: v for k, v in dat.items() if not k.startswith("fc.")}
+        if net.config.embedding == "pretrained":
+            net.feat_extract[0].weight.data.copy_(dat["fc.weight"])
     else:
+        if net.config.embedding == "pretrained":
+            raise InputError(f"model.embedding: pretrained needs dlib's own weights (a .dat), not {path}")
         state = _read_state(path)
     trunk_keys = set(net.trunk.state_dict())
     dropped = sorted(k for k in state if k not in trunk_keys)
@@ -217,7 +241,8 @@ def load_init(net: RecognitionNet, init: str) -> str:
     net.trunk.load_state_dict({k: v for k, v in state.items() if k in trunk_keys})
     if dropped:
         log.info("--init %s: ignored %d tensors not in the trunk (e.g. %s)", init, len(dropped), dropped[:3])
-    return f"{name} trunk from {path or 'the installed dlib model'}"
+    what = "trunk and 128-D embedding layer" if net.config.embedding == "pretrained" else "trunk"
+    return f"{name} {what} from {path or 'the installed dlib model'}"
 
 
 # --------------------------------------------------------------------------------------------------- checkpoints

@@ -87,6 +87,12 @@ def _model_label(spec: str) -> tuple[str, str]:
     help="Trunk weights: none, pretrained (dlib-resnet: the installed dlib model) or a local state-dict file "
     "(ImageNet / VGGFace2 ResNet-50 ...). Nothing is downloaded. Default: config.",
 )
+@choice_option(
+    "--embedding",
+    choices=["fresh", "pretrained"],
+    help="fresh: a new Linear + BatchNorm embedding layer (the paper); pretrained: dlib-resnet's own 128-D layer, "
+    "learning at the trunk's rate (needs --init pretrained and model.embedding_dim 128). Default: config.",
+)
 @choice_option("--loss", choices=["softmax", "arcface"], help="Softmax (the paper) or ArcFace margin.")
 @choice_option(
     "--image-size",
@@ -165,6 +171,7 @@ def finetune(resume_dir, num_workers, use_gpu, address, progress, dry_run, **opt
 FINETUNE_OVERRIDES = {
     "manifests": "manifests",
     "backbone": "model.backbone",
+    "embedding": "model.embedding",
     "init": "init",
     "loss": "model.head",
     "image_size": "data.image_size",

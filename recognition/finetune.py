@@ -50,7 +50,8 @@ class OptimConfig:
     schedule: Literal["poly", "exp", "constant"] = "poly"  # poly: Caffe "poly"; exp: gamma per epoch
     gamma: float = 0.96  # poly: the power of (1 - step / total_steps); exp: lr factor per epoch (paper: 0.96)
     grad_clip: float = 5.0  # clip the global gradient norm to this (0: off); ArcFace's s=64 makes large gradients
-    trunk_lr_scale: float = 1.0  # the pretrained trunk's lr = lr x this (< 1 keeps face-pretrained features intact)
+    trunk_lr_scale: float = 1.0  # the pretrained trunk's lr = lr x this (< 1 keeps face-pretrained features intact);
+    # with model.embedding: pretrained, the embedding layer learns at this rate too
     frozen_trunk_epochs: int = 0  # trunk lr 0 for the first N epochs: the new layers learn first (linear probe, then
     # fine-tune), so their random start does not send large gradients into the pretrained trunk
 
@@ -88,6 +89,15 @@ def lr_factor(schedule: str, gamma: float, step: int, total_steps: int, steps_pe
     if schedule == "exp":
         return gamma ** (step // max(steps_per_epoch, 1))
     return 1.0
+
+
+def pretrained_parameters(net: RecognitionNet) -> list[torch.nn.Parameter]:
+    """The weights that ``optim.trunk_lr_scale`` and ``frozen_trunk_epochs`` apply to: the trunk, and the embedding
+    layer too when it is the pretrained one (``model.embedding: pretrained``)."""
+    params = list(net.trunk.parameters())
+    if net.config.embedding == "pretrained":
+        params += list(net.feat_extract.parameters())
+    return params
 
 
 def _all_reduce(values: torch.Tensor) -> torch.Tensor:
@@ -152,7 +162,7 @@ class Finetuner:
         self.net.to(self.device)
         self.model = wrap(self.net) if wrap else self.net
         opt = cfg.optim
-        trunk = [p for p in self.net.trunk.parameters() if p.requires_grad]
+        trunk = [p for p in pretrained_parameters(self.net) if p.requires_grad]
         trunk_ids = {id(p) for p in trunk}
         rest = [p for p in self.net.parameters() if p.requires_grad and id(p) not in trunk_ids]
         params = [{"params": rest}, {"params": trunk, "lr": opt.lr * opt.trunk_lr_scale}]

@@ -397,6 +397,42 @@ def test_init_weights(tmp_path):
     torch.testing.assert_close(dlib_net.trunk.stem.conv.weight, DlibResNet.from_dat().stem.conv.weight)
 
 
+def test_pretrained_embedding_starts_as_the_dlib_descriptor(real_shards):
+    from augmentor.identity.network import DlibResNet
+    from recognition.backbone import DLIB_CHIP_THETA
+    from recognition.finetune import pretrained_parameters
+
+    config = NetConfig(backbone="dlib-resnet", num_classes=3, embedding_dim=128, embedding="pretrained")
+    net = RecognitionNet(config).eval()
+    assert "embedding layer" in load_init(net, "pretrained")
+    crops = torch.randint(0, 256, (2, 3, 128, 128), dtype=torch.uint8)
+    x = crops.float() / 255.0  # the same template chip the network cuts inside
+    grid = torch.nn.functional.affine_grid(torch.tensor(DLIB_CHIP_THETA).expand(2, 2, 3), [2, 3, 150, 150], False)
+    chips = torch.nn.functional.grid_sample(x, grid, mode="bilinear", align_corners=False)
+    with torch.inference_mode():
+        torch.testing.assert_close(net(crops), DlibResNet.from_dat().eval()(chips), rtol=1e-4, atol=1e-5)
+    # the embedding layer learns at the trunk's (pretrained) rate, the head at the full rate
+    assert {id(p) for p in net.feat_extract.parameters()} <= {id(p) for p in pretrained_parameters(net)}
+    cfg = _tiny_cfg(
+        [real_shards],
+        init="pretrained",
+        **{
+            "model.backbone": "dlib-resnet",
+            "model.embedding_dim": 128,
+            "model.embedding": "pretrained",
+            "optim.trunk_lr_scale": 0.1,
+        },
+    )
+    tuner = Finetuner(cfg, Path("unused"), progress=False)
+    rest, trunk = tuner.optimizer.param_groups
+    assert trunk["lr"] == pytest.approx(0.1 * rest["lr"])
+    assert id(tuner.net.feat_extract[0].weight) in {id(p) for p in trunk["params"]}
+    with pytest.raises(ValueError, match="embedding_dim 128"):
+        RecognitionNet(dataclasses.replace(config, embedding_dim=256))
+    with pytest.raises(ValueError, match="needs pretrained weights"):
+        load_init(RecognitionNet(config), "none")
+
+
 def test_lr_schedules():
     assert lr_factor("poly", 0.96, 0, 100, 10) == 1.0
     assert lr_factor("poly", 0.96, 50, 100, 10) == pytest.approx(0.5**0.96)
