@@ -72,6 +72,9 @@ V3_ARMS, V3_CONTEXTS, V3_COPIES = "real,cascade,donor,donor-refined", "original,
 # Half the draws a copy: the copy share of issue 17's union arms (1 copy per face), so v3 differs from it only in
 # drawing every real image once per epoch and in K = 3 distinct copies. Not tuned: choose p on CelebA validation.
 V3_COPY_PROBABILITY = 0.5
+# issue 25's regime (a): the frozen trunk, chosen on held-out CelebA identities (benchmarks/regime_recipe.py); issue
+# 17's trunk x 0.01 recipe fell below the untouched dlib port there and on LFW
+V3_CONFIGS = {"pretrained": ROOT / "configs" / "recognition" / "grid-pretrained-v3.yaml"}
 RESULTS_NAME = "recognition_grid_v3.json"  # --results default, under OUT/
 METRIC_KEYS = {"accuracy": "accuracy", "tpr_at_fpr_0.01": "0.01", "tpr_at_fpr_0.001": "0.001"}
 # img/s on the 2-core development machine (docs/recognition.md, "Sizing"): fine-tuning (train) and embedding
@@ -533,7 +536,8 @@ def _yaml_file(value: str) -> Path:
     "config_specs",
     multiple=True,
     metavar="REGIME=YAML",
-    help="Fine-tune a regime with another config (e.g. a gentler regime (a) recipe). Use a fresh --out: finished "
+    help="Fine-tune a regime with another config. Default: issue 25's frozen-trunk recipe for pretrained "
+    "(configs/recognition/grid-pretrained-v3.yaml; with --union, issue 17's configs). Use a fresh --out: finished "
     "runs are not retrained.",
 )
 @int_option(
@@ -612,6 +616,8 @@ def main(
         click.echo(f"wrote {results}")
         return
     configs = _specs(config_specs, _yaml_file, "YAML (an existing file)")
+    if not union:
+        configs = {**V3_CONFIGS, **configs}
     if measure is not None:
         measured = {}
         click.echo(

@@ -162,6 +162,9 @@ class Finetuner:
         self.net.to(self.device)
         self.model = wrap(self.net) if wrap else self.net
         opt = cfg.optim
+        if opt.trunk_lr_scale == 0:  # frozen for the whole run: no gradients through it at all (much cheaper)
+            for param in pretrained_parameters(self.net):
+                param.requires_grad_(False)
         trunk = [p for p in pretrained_parameters(self.net) if p.requires_grad]
         trunk_ids = {id(p) for p in trunk}
         rest = [p for p in self.net.parameters() if p.requires_grad and id(p) not in trunk_ids]

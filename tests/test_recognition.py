@@ -433,6 +433,17 @@ def test_pretrained_embedding_starts_as_the_dlib_descriptor(real_shards):
         load_init(RecognitionNet(config), "none")
 
 
+def test_frozen_trunk_gets_no_gradients_and_does_not_move(real_shards):
+    cfg = _tiny_cfg([real_shards], init="pretrained", **{"model.backbone": "dlib-resnet", "optim.trunk_lr_scale": 0})
+    tuner = Finetuner(cfg, Path("unused"), progress=False)
+    before = {k: v.clone() for k, v in tuner.net.state_dict().items()}
+    tuner.train_step(*next(iter(tuner._loader(tuner.train_set, 0))))
+    after = tuner.net.state_dict()
+    assert all(p.grad is None for p in tuner.net.trunk.parameters())
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("trunk."))
+    assert not torch.equal(before["feat_extract.0.weight"], after["feat_extract.0.weight"])  # the new layer learns
+
+
 def test_lr_schedules():
     assert lr_factor("poly", 0.96, 0, 100, 10) == 1.0
     assert lr_factor("poly", 0.96, 50, 100, 10) == pytest.approx(0.5**0.96)

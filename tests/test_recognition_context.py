@@ -632,6 +632,8 @@ def test_grid_dry_run_cli(tmp_path, grid_data):
     commands = result.output.splitlines()
     finetunes = [c for c in commands if " finetune --manifest " in c]
     assert len(finetunes) == 24 and all("--copy-probability 0.5" in c for c in finetunes)  # the real arm too
+    v3_config = str(ROOT / "configs" / "recognition" / "grid-pretrained-v3.yaml")
+    assert sum(f"--config {v3_config} " in c for c in finetunes) == 12  # regime (a): the frozen-trunk recipe
     assert "--context original,masked,donor,donor-refined --donors" in result.output and "# compare" in result.output
     assert "# results" in result.output and f"--collect --results {tmp_path / 'g' / 'recognition_grid_v3.json'}" in (
         result.output
@@ -641,6 +643,7 @@ def test_grid_dry_run_cli(tmp_path, grid_data):
     issue17 = CliRunner().invoke(grid_module.main, [*args, *v2])
     assert issue17.exit_code == 0, issue17.output
     assert issue17.output.count("| finetune ") == 2 * 3 * 3 and "--copy-probability" not in issue17.output
+    assert "grid-pretrained-v3" not in issue17.output  # issue 17's own recipe
     assert "--context original,masked,donor --donors" in issue17.output and "-k1-" not in issue17.output
     bad = CliRunner().invoke(grid_module.main, [*args, "--arms", "cascade"])
     assert bad.exit_code != 0 and "must include real" in bad.output
