@@ -168,10 +168,13 @@ def embed(embedder, faces: HeldOut, batch: int = 64) -> np.ndarray:
 
 
 def step0_checkpoint(run: Path, out: Path) -> Path:
-    """The run's network before any step (its architecture, initialised from its ``init``), saved as a checkpoint."""
+    """The run's network before any step (its architecture, initialised from its ``init`` with the run's seed),
+    saved as a checkpoint. With a fresh embedding layer that layer is random, so its row is a random projection of
+    the trunk's features; with ``model.embedding: pretrained`` it is the dlib descriptor of the template chip."""
     from recognition.backbone import NetConfig, RecognitionNet, load_init, save_model
 
     config = json.loads((run / "finetune_config.json").read_text())
+    torch.manual_seed(config["seed"])
     net_config = NetConfig(**{**config["model"], "image_size": config["data"]["image_size"], "num_classes": 2})
     net = RecognitionNet(net_config).eval()
     load_init(net, config["init"])
