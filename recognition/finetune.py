@@ -159,12 +159,12 @@ class Finetuner:
         model_cfg = dataclasses.replace(cfg.model, image_size=cfg.data.image_size, num_classes=self.data.num_classes)
         self.net = RecognitionNet(model_cfg)
         self.init_note = "resumed" if resume else load_init(self.net, cfg.init)
+        opt = cfg.optim
+        if opt.trunk_lr_scale == 0:  # frozen for the whole run: no gradients through it at all (much cheaper);
+            for param in pretrained_parameters(self.net):  # before the wrap, so DDP never waits for their gradients
+                param.requires_grad_(False)
         self.net.to(self.device)
         self.model = wrap(self.net) if wrap else self.net
-        opt = cfg.optim
-        if opt.trunk_lr_scale == 0:  # frozen for the whole run: no gradients through it at all (much cheaper)
-            for param in pretrained_parameters(self.net):
-                param.requires_grad_(False)
         trunk = [p for p in pretrained_parameters(self.net) if p.requires_grad]
         trunk_ids = {id(p) for p in trunk}
         rest = [p for p in self.net.parameters() if p.requires_grad and id(p) not in trunk_ids]
