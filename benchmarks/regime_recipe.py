@@ -22,7 +22,6 @@ Steps (each skipped when its output exists, so a rerun resumes):
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import logging
@@ -37,12 +36,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
 from recognition_grid import ROOT, _augmentor, finished, run_folder
 from record import write_record
 
 from augmentor.options import int_option
-from recognition.features import DlibEmbedder, load_embedder
+from augmentor.preprocessing.shards import decode_png, read_shards
+from recognition.features import AlignedImages, DlibEmbedder, embed_all, load_embedder
 from recognition.lfw import auc, cross_validation_folds, kfold_verification, pair_scores
 
 log = logging.getLogger("regime_recipe")
@@ -57,25 +56,24 @@ METRICS = ("accuracy", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "auc")
 class HeldOut:
     """The held-out faces and the verification pairs between them."""
 
-    images: np.ndarray  # [N, 128, 128, 3] uint8 aligned crops
-    landmarks: list[np.ndarray]  # [68, 2] aligned landmarks
+    faces: AlignedImages  # the crops (named by image_id) and their [68, 2] aligned landmarks
     identities: np.ndarray  # [N] identity strings
     left: np.ndarray  # [P] image index
     right: np.ndarray  # [P]
     same: np.ndarray  # [P] bool
 
 
-def shard_files(manifest: Path) -> list[Path]:
-    files = sorted(manifest.glob("part-*.parquet")) if manifest.is_dir() else [manifest]
-    if not files:
-        raise click.BadParameter(f"{manifest}: no part-*.parquet shards (an `augmentor preprocess` output)")
-    return files
+def read_manifests(manifests: list[Path]) -> list[pa.Table]:
+    """Every manifest's shards, read once (all columns: the training shards keep them all)."""
+    try:
+        return [read_shards(m) for m in manifests]
+    except FileNotFoundError as exc:
+        raise click.BadParameter(str(exc), param_hint="--manifest") from None
 
 
-def identities_of(manifests: list[Path]) -> list[str]:
+def identities_of(tables: list[pa.Table]) -> list[str]:
     found: set[str] = set()
-    for path in (f for m in manifests for f in shard_files(m)):
-        table = pq.read_table(path, columns=["identity", "status"])
+    for table in tables:
         found.update(table.filter(pc.equal(table["status"], "ok"))["identity"].to_pylist())
     return sorted(found)
 
@@ -87,14 +85,13 @@ def split_identities(identities: list[str], fraction: float, seed: int) -> set[s
     return set(rng.choice(np.array(identities), size=count, replace=False).tolist())
 
 
-def write_training_shards(manifests: list[Path], heldout: set[str], out: Path) -> list[Path]:
+def write_training_shards(manifests: list[Path], tables: list[pa.Table], heldout: set[str], out: Path) -> list[Path]:
     """Every manifest's rows of the training identities, one shard per manifest (skipped when written)."""
     written = []
-    for n, manifest in enumerate(manifests):
+    for n, (manifest, table) in enumerate(zip(manifests, tables)):
         folder = out / "train" / f"{n}-{manifest.name}"
         target = folder / "part-00000.parquet"
         if not target.is_file():
-            table = pq.read_table(shard_files(manifest))  # type: ignore[arg-type]
             keep = pc.invert(pc.is_in(table["identity"], value_set=pa.array(sorted(heldout))))
             folder.mkdir(parents=True, exist_ok=True)
             pq.write_table(table.filter(keep), folder / "part-00000.parquet.tmp")
@@ -103,18 +100,18 @@ def write_training_shards(manifests: list[Path], heldout: set[str], out: Path) -
     return written
 
 
-def heldout_faces(manifests: list[Path], heldout: set[str], per_identity: int, ratio: int, seed: int) -> HeldOut:
+def heldout_faces(tables: list[pa.Table], heldout: set[str], per_identity: int, ratio: int, seed: int) -> HeldOut:
     """The held-out identities' ok crops, with matched pairs (up to ``per_identity`` per identity, drawn with the
     seed) and ``ratio`` times as many mismatched pairs (two different held-out identities), so that a TPR at a low
     FPR rests on enough mismatched pairs."""
-    images, landmarks, names = [], [], []
-    for path in (f for m in manifests for f in shard_files(m)):
-        table = pq.read_table(path, columns=["identity", "status", "aligned", "landmarks"])
+    ids, images, landmarks, names = [], [], [], []
+    for table in tables:
         keep = pc.and_(
             pc.equal(table["status"], "ok"), pc.is_in(table["identity"], value_set=pa.array(sorted(heldout)))
         )
-        for row in table.filter(keep).to_pylist():
-            images.append(np.asarray(Image.open(io.BytesIO(row["aligned"])).convert("RGB")))
+        for row in table.select(["image_id", "identity", "aligned", "landmarks"]).filter(keep).to_pylist():
+            ids.append(row["image_id"])
+            images.append(decode_png(row["aligned"]))
             landmarks.append(np.asarray(row["landmarks"], np.float32).reshape(68, 2))
             names.append(row["identity"])
     identities = np.array(names)
@@ -137,7 +134,8 @@ def heldout_faces(manifests: list[Path], heldout: set[str], per_identity: int, r
             mismatched.add((int(min(a, b)), int(max(a, b))))
     pairs = np.array(matched + sorted(mismatched), np.int64)
     same = np.r_[np.ones(len(matched), bool), np.zeros(len(mismatched), bool)]
-    return HeldOut(np.stack(images), landmarks, identities, pairs[:, 0], pairs[:, 1], same)
+    faces = AlignedImages(ids, np.stack(images), landmarks)
+    return HeldOut(faces, identities, pairs[:, 0], pairs[:, 1], same)
 
 
 def finetune_recipes(recipes: dict[str, list[str]], seeds: tuple[int, ...], train: list[Path], out: Path) -> dict:
@@ -157,14 +155,12 @@ def finetune_recipes(recipes: dict[str, list[str]], seeds: tuple[int, ...], trai
     return runs
 
 
-def embed(embedder, faces: HeldOut, batch: int = 64) -> np.ndarray:
-    """Embeddings of the held-out faces, each the sum over the crop and its mirror image (as verify-lfw)."""
-    return np.concatenate(
-        [
-            embedder(faces.images[i : i + batch], faces.landmarks[i : i + batch], True)
-            for i in range(0, len(faces.images), batch)
-        ]
-    )
+def embed(embedder, held: HeldOut, cache: Path) -> np.ndarray:
+    """Embeddings of the held-out faces, each the sum over the crop and its mirror image (as verify-lfw), cached
+    in ``cache`` with verify-lfw's feature cache (a rerun with the same models and faces reads them back)."""
+    from recognition.verify import VerifySettings
+
+    return embed_all(embedder, held.faces, cache, VerifySettings(flip=True, progress=False))
 
 
 def step0_checkpoint(run: Path, out: Path) -> Path:
@@ -249,9 +245,9 @@ def table(rows: dict[str, dict]) -> str:
     "manifests",
     multiple=True,
     required=True,
-    type=click.Path(exists=True, path_type=Path),
-    metavar="PATH",
-    help="A preprocess output (real crops; never LFW). Repeatable.",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="A preprocess output folder (real crops; never LFW). Repeatable.",
 )
 @click.option(
     "--recipe",
@@ -282,12 +278,14 @@ def main(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     recipes = _recipes(recipe_specs)
     seed_list = tuple(int(s) for s in seeds.split(","))
-    identities = identities_of(list(manifests))
+    tables = read_manifests(list(manifests))
+    identities = identities_of(tables)
     heldout = split_identities(identities, holdout, split_seed)
-    train = write_training_shards(list(manifests), heldout, out)
+    train = write_training_shards(list(manifests), tables, heldout, out)
     runs = finetune_recipes(recipes, seed_list, train, out)
-    faces = heldout_faces(list(manifests), heldout, pairs_per_identity, mismatched_ratio, split_seed)
-    log.info("held out: %d identities, %d faces, %d pairs", len(heldout), len(faces.images), len(faces.same))
+    faces = heldout_faces(tables, heldout, pairs_per_identity, mismatched_ratio, split_seed)
+    del tables
+    log.info("held out: %d identities, %d faces, %d pairs", len(heldout), len(faces.identities), len(faces.same))
     rows, scores = {}, {}
     models = {DLIB: DlibEmbedder(torch.device("cpu"))}
     for name in recipes:
@@ -295,7 +293,8 @@ def main(
         models[f"{name} ({STEP0})"] = load_embedder(step0, torch.device("cpu"))
     models.update({label: load_embedder(run / "checkpoint", torch.device("cpu")) for label, run in runs.items()})
     for label, embedder in models.items():
-        metrics, scores[label] = score(embed(embedder, faces), faces, split_seed)
+        cache = out / "features" / f"{label.replace('/', '_').replace(' ', '_')}.npz"
+        metrics, scores[label] = score(embed(embedder, faces, cache), faces, split_seed)
         rows[label] = {"metrics": metrics}
         if label != DLIB:
             minus = {k: metrics[k] - rows[DLIB]["metrics"][k] for k in METRICS}
@@ -306,7 +305,7 @@ def main(
     record = {
         "heldout_identities": len(heldout),
         "training_identities": len(identities) - len(heldout),
-        "heldout_faces": len(faces.images),
+        "heldout_faces": len(faces.identities),
         "pairs": {"matched": int(faces.same.sum()), "mismatched": int((~faces.same).sum())},
         "recipes": {name: sets for name, sets in recipes.items()},
         "base_config": str(BASE_CONFIG.relative_to(ROOT)),

@@ -54,28 +54,29 @@ def shards(tmp_path) -> Path:
 
 
 def test_split_shards_and_pairs(recipe, shards, tmp_path):
-    identities = recipe.identities_of([shards])
+    tables = recipe.read_manifests([shards])
+    identities = recipe.identities_of(tables)
     assert identities == [f"id{i}" for i in range(6)]
     heldout = recipe.split_identities(identities, 0.34, seed=3)
     assert len(heldout) == 2 and heldout == recipe.split_identities(identities, 0.34, seed=3)
-    (train,) = recipe.write_training_shards([shards], heldout, tmp_path / "out")
+    (train,) = recipe.write_training_shards([shards], tables, heldout, tmp_path / "out")
     kept = pq.read_table(train / "part-00000.parquet")
     assert set(kept["identity"].to_pylist()) == set(identities) - heldout and kept.num_rows == 12
     assert kept.schema == pq.read_table(shards).schema  # every column, so finetune reads it as real crops
 
-    faces = recipe.heldout_faces([shards], heldout, per_identity=2, ratio=3, seed=0)
-    assert set(faces.identities) == heldout and len(faces.images) == 6 - ("id0" in heldout)
+    faces = recipe.heldout_faces(tables, heldout, per_identity=2, ratio=3, seed=0)
+    assert set(faces.identities) == heldout and len(faces.faces.images) == 6 - ("id0" in heldout)
     names = faces.identities
     matched = faces.same.sum()
     assert matched == sum(min(2, n * (n - 1) // 2) for n in np.unique(names, return_counts=True)[1])
     counts = np.unique(names, return_counts=True)[1]
     possible = (len(names) ** 2 - len(names) - (counts * (counts - 1)).sum()) // 2
     assert (~faces.same).sum() == min(3 * matched, possible)  # capped where too few exist
-    more = recipe.heldout_faces([shards], recipe.split_identities(identities, 0.67, seed=3), 1, 2, seed=0)
+    more = recipe.heldout_faces(tables, recipe.split_identities(identities, 0.67, seed=3), 1, 2, seed=0)
     assert (~more.same).sum() == 2 * more.same.sum()
     assert np.all(names[faces.left[faces.same]] == names[faces.right[faces.same]])
     assert np.all(names[faces.left[~faces.same]] != names[faces.right[~faces.same]])
-    assert faces.landmarks[0].shape == (68, 2) and faces.images.shape[1:] == (128, 128, 3)
+    assert faces.faces.landmarks[0].shape == (68, 2) and faces.faces.images.shape[1:] == (128, 128, 3)
 
 
 def test_bootstrap_difference_brackets_the_observed_gap(recipe):
@@ -83,7 +84,8 @@ def test_bootstrap_difference_brackets_the_observed_gap(recipe):
     identities = np.repeat(np.arange(40).astype(str), 2)
     same = np.r_[np.ones(200, bool), np.zeros(800, bool)]
     left = rng.integers(0, 80, len(same))
-    faces = recipe.HeldOut(np.zeros((80, 1, 1, 3), np.uint8), [], identities, left, left, same)
+    aligned = recipe.AlignedImages([], np.zeros((80, 1, 1, 3), np.uint8), [])
+    faces = recipe.HeldOut(aligned, identities, left, left, same)
     good = np.where(same, 1.0, 0.0) + rng.normal(0, 0.3, len(same))
     worse = np.where(same, 1.0, 0.0) + rng.normal(0, 0.6, len(same))
     ci = recipe.bootstrap_difference(good, worse, faces, rounds=200, seed=0)
