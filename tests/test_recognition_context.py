@@ -725,3 +725,60 @@ def test_grid_collect_results(tmp_path):
     assert ("pretrained/cascade", "masked", "TPR@FPR=0.001 drop") in metrics
     missing = CliRunner().invoke(grid_module.main, ["--out", str(tmp_path / "none"), "--collect"])
     assert missing.exit_code != 0 and "run the grid first" in missing.output
+
+
+def _merge_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("merge_grid_results", ROOT / "benchmarks" / "merge_grid_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_merge_grid_results_round_trip_and_refusals(tmp_path):
+    """Regimes collected from separate grids merge back into what one grid would have written; overlapping
+    regimes, a different alignment or evaluation, and a file that is not a results file are refused."""
+    merge = _merge_module()
+    out = tmp_path / "grid"
+    _grid_report(out / "verify")
+    assert (
+        CliRunner().invoke(main, ["compare", str(out / "verify"), "--json", str(out / "compare.json")]).exit_code == 0
+    )
+    (out / "grid.json").write_text(
+        json.dumps({"copies": 3, "regimes": ["pretrained", "scratch"], "configs": {"pretrained": "a", "scratch": "b"}})
+    )
+    whole = _grid_module().collect_results(out)
+    assert set(whole["results"]) == {"pretrained", "scratch"}
+    parts = {}
+    for regime, config in (("pretrained", "a"), ("scratch", "b")):
+        part = json.loads(json.dumps(whole))
+        part["grid"].update(regimes=[regime], configs={regime: config})
+        part["results"] = {regime: whole["results"][regime]}
+        part["tests"] = [t for t in whole["tests"] if t["arm"].startswith(f"{regime}/")]
+        assert part["tests"]
+        path = tmp_path / f"{regime}.json"
+        path.write_text(json.dumps(part))
+        parts[regime] = path
+    target = tmp_path / "merged" / "v3.json"
+    result = CliRunner().invoke(merge.main, [str(parts["pretrained"]), str(parts["scratch"]), "--out", str(target)])
+    assert result.exit_code == 0, result.output
+    merged = json.loads(target.read_text())
+    assert merged.pop("merged_from") == [str(parts["pretrained"]), str(parts["scratch"])]
+    assert merged == whole
+    again = CliRunner().invoke(merge.main, [str(parts["scratch"]), str(parts["scratch"]), "--out", str(target)])
+    assert again.exit_code != 0 and "regime scratch is already in an earlier part" in again.output
+    shifted = json.loads(parts["scratch"].read_text())
+    shifted["num_pairs"] = 3000
+    (tmp_path / "shifted.json").write_text(json.dumps(shifted))
+    refused = CliRunner().invoke(
+        merge.main, [str(parts["pretrained"]), str(tmp_path / "shifted.json"), "--out", str(target)]
+    )
+    assert refused.exit_code != 0 and "num_pairs (6000 and 3000)" in refused.output
+    assert merge.first_difference({"d": [1.0, 2.0]}, {"d": [1.0, 2.0 + 1e-12]}) is None
+    assert merge.first_difference({"d": [1.0, 2.0]}, {"d": [1.0, 2.1]}) == "/d[1] (2.0 and 2.1)"
+    (tmp_path / "other.json").write_text(json.dumps({"tests": []}))
+    foreign = CliRunner().invoke(
+        merge.main, [str(parts["pretrained"]), str(tmp_path / "other.json"), "--out", str(target)]
+    )
+    assert foreign.exit_code != 0 and "not a recognition_grid.py --collect file (no grid, results)" in foreign.output
