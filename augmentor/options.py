@@ -1,7 +1,8 @@
 """Option sets shared by several commands, defined once: every CLI (core, pipelines, recognition) uses these.
 
 Each factory returns a click decorator. Commands differ only in help text or default, which the factories take.
-Importing this module imports click alone (and the torch-free :mod:`augmentor.precision` constants).
+Importing this module imports click alone (and the torch-free :mod:`augmentor.precision` constants and
+:mod:`augmentor.commands.errors`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
+
+from augmentor.commands.errors import user_errors
 
 DATASET_NAMES = ("casia", "lfw", "celeba", "folder", "list")  # augmentor.datasets registry; a test keeps them equal
 
@@ -117,7 +120,7 @@ def load_listing(
     Raises:
         click.BadParameter / click.ClickException: inconsistent options or an unreadable dataset.
     """
-    from augmentor.datasets import DatasetError, load_dataset
+    from augmentor.datasets import load_dataset
     from augmentor.samples import SAMPLES_LIST
 
     if dataset is None:
@@ -131,10 +134,8 @@ def load_listing(
         options["identities"] = identities
     if dataset == "list":
         options.update(path_column=path_column, identity_column=identity_column)
-    try:
+    with user_errors():
         return dataset, root, load_dataset(dataset, root, **options)
-    except DatasetError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 LISTING_PARAMS = ("dataset", "root", "identities", "path_column", "identity_column")  # what dataset_options passes

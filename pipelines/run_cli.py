@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from augmentor.commands.errors import user_errors
 from augmentor.errors import InputError
 from augmentor.layout import CONFIG_FILE
 from augmentor.options import (
@@ -118,14 +119,12 @@ def run(model, method, donors, limit, preview, dry_run, **options) -> None:
     # options: out, copies, image_format, seed, batch_size, workers, num_gpus, address, progress, precision, refine
     settings = RunSettings(**options, model=model, method=method, donors=donors)
     extra = {"dataset": dataset, "root": str(Path(root).resolve())}
-    try:
+    with user_errors(ConnectionError, JobFailedError):  # a lost cluster or a failed job, not a bug's RuntimeError
         if dry_run:
             prepared = prepare(table, settings, limit, extra)
             click.echo(json.dumps(_dry_run_report(prepared, settings), indent=2))
             return
         summary = run_pipeline(table, settings, limit, extra)
-    except (ConnectionError, FileNotFoundError, InputError, JobFailedError) as exc:  # not a bug's RuntimeError
-        raise click.ClickException(str(exc)) from exc
     click.echo(format_summary(summary))
     if preview:
         from pipelines.preview import write_preview

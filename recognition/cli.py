@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from augmentor.errors import InputError
+from augmentor.commands.errors import user_errors
 from augmentor.layout import CONFIG_FILE
 from augmentor.options import (
     address_option,
@@ -193,10 +193,8 @@ def _resumed_run(resume_dir: Path, options: dict):
     given = [options[name] for name in (*FINETUNE_OVERRIDES, "config_path", "overrides")]
     if any(value is not None and value != () for value in given):
         raise click.BadParameter("--resume takes the run's saved config; give no other settings", param_hint="--resume")
-    try:
+    with user_errors():
         cfg, launch = load_finetune_config(resume_dir)
-    except (FileNotFoundError, InputError) as exc:
-        raise click.ClickException(str(exc)) from exc
     return cfg, launch, resume_dir
 
 
@@ -210,10 +208,8 @@ def _new_run(options: dict):
     values["data.image_size"] = int(options["image_size"]) if options["image_size"] else None
     values = {k: v for k, v in values.items() if v is not None}  # typed: a path named 2024 stays a string
     config_path = options["config_path"]
-    try:
+    with user_errors():
         cfg = resolve_manifests(load_config(FinetuneConfig, config_path, list(options["overrides"]), values))
-    except InputError as exc:
-        raise click.ClickException(str(exc)) from exc
     if not cfg.manifests:
         raise click.BadParameter("no training data: pass --manifest PATH", param_hint="--manifest")
     if cfg.init not in ("none", "pretrained") and not Path(cfg.init).is_file():
@@ -230,17 +226,15 @@ def _print_dry_run(cfg, run_dir: Path, launch: dict) -> None:
     from augmentor.config import to_dict
     from recognition.data import FaceData
 
-    try:
+    with user_errors():
         summary = FaceData.load(cfg.manifests, cfg.data.val_fraction, cfg.seed).summary()
-    except (InputError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from exc
     launch = {**launch, "ray": _distributed(launch)}
     click.echo(json.dumps({"run_dir": str(run_dir), "launch": launch, "counts": summary, **to_dict(cfg)}, indent=2))
 
 
 def _run_finetune(cfg, run_dir: Path, launch: dict, resume: bool, progress: bool) -> Path:
     """Train in this process, or through Ray Train with several workers or a cluster address."""
-    try:
+    with user_errors():
         if _distributed(launch):
             from recognition.distributed import finetune_distributed
 
@@ -248,8 +242,6 @@ def _run_finetune(cfg, run_dir: Path, launch: dict, resume: bool, progress: bool
         from recognition.finetune import finetune as run_finetune
 
         return run_finetune(cfg, run_dir, resume=resume, progress=progress)
-    except (InputError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 @click.command("verify-lfw", context_settings={"show_default": True})
@@ -337,10 +329,8 @@ def verify_lfw(
         contexts=contexts,
         donors=str(donors) if donors else None,
     )
-    try:
+    with user_errors():
         report = run_verify(models, root, pairs_path, out, settings, _masking(masking_config))
-    except (FileNotFoundError, InputError) as exc:
-        raise click.ClickException(str(exc)) from exc
     _print_verify_report(report, out)
 
 
@@ -370,10 +360,8 @@ def _masking(masking_config: Path | None):
     from augmentor.config import load_config
     from augmentor.faces import MaskingConfig
 
-    try:
+    with user_errors():
         return load_config(MaskingConfig, masking_config)
-    except InputError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 def _print_verify_report(report: dict, out: Path) -> None:
@@ -447,14 +435,12 @@ def compare(runs, json_path, arm_specs, baseline) -> None:
     from recognition.compare import compare as run_compare
     from recognition.compare import read_runs
 
-    try:
+    with user_errors():
         rows = read_runs(list(runs))
         if uses_arms(rows, list(arm_specs)):
             text, tests = compare_arms(rows, list(arm_specs), baseline)
         else:
             text, tests = run_compare(rows)
-    except (FileNotFoundError, InputError) as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(text)
     if json_path is not None:
         json_path.write_text(json.dumps(tests, indent=2))

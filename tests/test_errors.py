@@ -130,3 +130,23 @@ def test_a_ray_job_resumes_after_lost_workers_but_not_after_a_stage_bug():
     assert resumable(refused)
     assert resumable(ray.exceptions.ActorDiedError()) and resumable(ray.exceptions.NodeDiedError("node gone"))
     assert resumable(ray.exceptions.WorkerCrashedError())
+
+
+def test_user_errors_turns_bad_input_into_one_line_and_lets_bugs_through():
+    import click
+
+    from augmentor.commands.errors import user_errors
+    from augmentor.config import ConfigError
+    from augmentor.resources import MissingModelFileError
+
+    for error in (ConfigError("bad key x"), MissingModelFileError("no model.dat"), FileNotFoundError("gone")):
+        with pytest.raises(click.ClickException) as caught, user_errors():
+            raise error
+        assert caught.value.message == str(error) and caught.value.__cause__ is error
+    with pytest.raises(click.ClickException, match="lost the cluster"), user_errors(ConnectionError):
+        raise ConnectionError("lost the cluster")
+    for bug in (ValueError("shape"), RuntimeError("out of memory"), KeyError("k"), ConnectionError("c")):
+        with pytest.raises(type(bug)), user_errors():
+            raise bug
+    with pytest.raises(click.BadParameter), user_errors():  # already a one-line error: unchanged
+        raise click.BadParameter("no --out")

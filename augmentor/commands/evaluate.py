@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from augmentor.errors import InputError
+from augmentor.commands.errors import user_errors
 from augmentor.layout import CONFIG_FILE
 from augmentor.options import (
     batch_size_option,
@@ -181,10 +181,8 @@ def evaluate(
         donors=str(donors) if donors else None,
         c2st_seeds=tuple(range(c2st_seeds)),
     )
-    try:
+    with user_errors():
         report = run_evaluation(table, out, models, settings)
-    except (InputError, FileNotFoundError) as exc:  # MissingModelFileError is a FileNotFoundError
-        raise click.ClickException(str(exc)) from exc
     click.echo((out / "table.md").read_text())
     click.echo(
         f"wrote {out}/table.md, metrics.json, per_image.parquet, comparison.png, match_histogram.png "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from augmentor.errors import InputError
+from augmentor.commands.errors import user_errors
 from augmentor.options import (
     choice_option,
     float_option,
@@ -76,10 +76,8 @@ def export(
         raise click.UsageError("--alpha needs --interpolate-from")
     from augmentor.training.export import export_generator
 
-    try:
+    with user_errors():
         report = export_generator(
             checkpoint, out, dtype, max_shard_mb, {"model_card": model_card}, interpolate_from, alpha
         )
-    except (FileNotFoundError, InputError) as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, indent=2))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from augmentor.errors import InputError
+from augmentor.commands.errors import user_errors
 from augmentor.options import (
     dry_run_option,
     int_option,
@@ -62,7 +62,7 @@ def export_dataset(sources, fmt, out, size, jpeg_quality, shard_size, workers, p
     from augmentor.dataset_export.sources import open_source
 
     settings = ExportSettings(fmt, size, jpeg_quality, shard_size, workers, progress)
-    try:
+    with user_errors():
         if dry_run:
             opened = [open_source(path, i) for i, path in enumerate(sources)]
             labels = scan(opened)
@@ -77,8 +77,6 @@ def export_dataset(sources, fmt, out, size, jpeg_quality, shard_size, workers, p
             click.echo(json.dumps(summary, indent=2))
             return
         summary = run_export(list(sources), out, settings)
-    except (InputError, FileNotFoundError) as exc:  # SourceError, ExportError, CorruptFileError
-        raise click.ClickException(str(exc)) from exc
     click.echo(
         f"{summary['num_samples']} images ({summary['num_real']} real, {summary['num_copies']} copies) of "
         f"{summary['num_identities']} identities at {summary['size']} px -> {out} "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from augmentor.errors import InputError
+from augmentor.commands.errors import user_errors
 from augmentor.options import (
     choice_option,
     dry_run_option,
@@ -83,10 +83,8 @@ def pack(
     if dry_run:
         click.echo(json.dumps({"data": str(data), "out": str(out), **asdict(config)}, indent=2))
         return
-    try:
+    with user_errors():
         summary = build_pack(data, out, config)
-    except (FileNotFoundError, InputError) as exc:  # MissingModelFileError is a FileNotFoundError
-        raise click.ClickException(str(exc)) from exc
     for name, size in summary.file_bytes.items():
         click.echo(f"{out / name}: {size / 2**20:.2f} MiB")
     click.echo(

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from augmentor.errors import InputError
+from augmentor.commands.errors import user_errors
 from augmentor.options import (
     config_options,
     dataset_options,
@@ -44,17 +44,14 @@ def preprocess(out, config_path, overrides, workers, limit, shard_size, progress
       augmentor preprocess --dataset lfw --root data/lfw/images --out runs/lfw
       augmentor preprocess --dataset list --root data/celeba/identities.tsv --out runs/celeba
     """
-    from augmentor.config import ConfigError, load_config, to_dict
+    from augmentor.config import load_config, to_dict
     from augmentor.faces import MaskingConfig
     from augmentor.preprocessing.preprocess import preprocess as run_preprocess
-    from augmentor.resources import MissingModelFileError
     from augmentor.visualize import shard_preview
 
     dataset, root, table = load_listing(**listing)
-    try:
+    with user_errors():
         masking = load_config(MaskingConfig, config_path, list(overrides))
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
     if limit is not None:
         table = table.head(limit)
     settings = {
@@ -69,10 +66,8 @@ def preprocess(out, config_path, overrides, workers, limit, shard_size, progress
     if dry_run:
         click.echo(json.dumps(settings, indent=2))
         return
-    try:
+    with user_errors():
         summary = run_preprocess(table, out, masking=masking, workers=workers, shard_size=shard_size, progress=progress)
-    except (MissingModelFileError, InputError) as exc:
-        raise click.ClickException(str(exc)) from exc
     counts = summary.status_counts
     click.echo(
         f"{summary.total} images in {out}: {counts.get('ok', 0)} ok, {counts.get('no_face', 0)} no face, "

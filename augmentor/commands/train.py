@@ -6,7 +6,7 @@ import json
 
 import click
 
-from augmentor.errors import InputError
+from augmentor.commands.errors import user_errors
 from augmentor.options import (
     choice_option,
     config_options,
@@ -68,10 +68,8 @@ def train(data_path, config_path, overrides, regime, epochs, device, out_root, r
             "epochs": epochs,
             "device": device,
         }
-        try:  # typed option values go in as they are: --data 2024 stays the folder name, not the number
+        with user_errors():  # typed option values go in as they are: --data 2024 stays the folder name, not the number
             cfg = load_config(TrainConfig, config_path, list(overrides), {k: v for k, v in given.items() if v})
-        except InputError as exc:  # ConfigError, or a value a config dataclass rejects
-            raise click.ClickException(str(exc)) from exc
         if not cfg.data.path:
             raise click.BadParameter(
                 "no training data: pass --data DIR (an `augmentor preprocess` output)", param_hint="--data"
@@ -82,9 +80,7 @@ def train(data_path, config_path, overrides, regime, epochs, device, out_root, r
         click.echo(json.dumps({"run_dir": str(run_dir), **to_dict(cfg)}, indent=2))
         return
     click.echo(f"run folder: {run_dir}")
-    try:
+    with user_errors():
         checkpoint = run_training(cfg, run_dir, resume=resume_dir is not None)
-    except (FileNotFoundError, InputError) as exc:  # MissingModelFileError is a FileNotFoundError
-        raise click.ClickException(str(exc)) from exc
     click.echo(f"best generator: {checkpoint}")
     click.echo(f"loss curves: {run_dir / 'loss_curves.png'}; samples: {run_dir / 'samples'}")
