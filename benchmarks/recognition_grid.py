@@ -189,98 +189,81 @@ class Grid:
         return rates
 
     def plan(self) -> list[Step]:
+        """Every step of the grid in order: data, fine-tunes, LFW verification, compare, results."""
         exe = _augmentor()
         rates = self.rates()
         counts = {ds: count_rows(self.data / ds / "identities.tsv") for ds in DATASETS}
-        kinds = {kind for arm in self.arms for kind in ARMS[arm]}
-        steps: list[Step] = []
-        for ds in DATASETS:
-            listing = ["--dataset", "list", "--root", str(self.data / ds / "identities.tsv")]
-            out = self.data_dir("real", ds)
-            steps.append(
-                Step(
-                    f"preprocess {ds}",
-                    [exe, "preprocess", *listing, "--out", str(out), "--no-progress"],
-                    STARTUP_S + counts[ds] / rates["preprocess"],
-                    (out / "summary.json").is_file(),
-                    out,
-                )
-            )
-            for kind, method in COPY_METHODS.items():
-                if kind not in kinds:
-                    continue
-                out = self.data_dir(kind, ds)
-                extra = [*method]
-                if kind == "cascade" and self.cascade_model:
-                    extra += ["--model", str(self.cascade_model)]
-                if kind != "cascade":
-                    extra += ["--donors", str(self.data_dir("real", DONOR_SOURCE))]
-                steps.append(
-                    Step(
-                        f"{kind} copies of {ds}",
-                        [
-                            exe,
-                            "run",
-                            *listing,
-                            *extra,
-                            "--copies",
-                            str(self.copies),
-                            "--out",
-                            str(out),
-                            "--no-progress",
-                        ],
-                        STARTUP_S + counts[ds] * self.copies / rates[kind],
-                        (out / "manifest.parquet").is_file(),
-                        out,
-                    )
-                )
-        total = sum(counts.values())
+        steps = [step for ds in DATASETS for step in self._data_steps(exe, ds, counts[ds], rates)]
         models: dict[str, Path] = {}
         for regime in self.regimes:
-            config = self.config(regime)
-            values = _config(config)
-            epochs = self.epochs.get(regime) or int(values["epochs"])
-            # every arm takes the same optimisation steps: at most one pass over the real training faces per epoch
-            # (fewer when the config caps it), so an arm with copies sees a different random share of its rows each
-            # epoch, not more steps
-            steps_per_epoch = max(1, int((1 - VAL_FRACTION) * total) // int(values["batch_size"]))
-            steps_per_epoch = min(steps_per_epoch, int(values.get("max_steps_per_epoch") or steps_per_epoch))
-            rate = rates[regime]
-            per_epoch = (
-                steps_per_epoch * int(values["batch_size"]) / rate["train"] + VAL_FRACTION * total / rate["embed"]
-            )
-            for arm in self.arms:
-                for seed in self.seeds:
-                    label = f"{regime}/{arm}-s{seed}"
-                    root = self.out / "runs" / regime / f"{arm}-s{seed}"
-                    run = run_folder(root)
-                    if run is not None and not finished(run):
-                        command = [exe, "finetune", "--resume", str(run), "--no-progress"]
-                    else:
-                        command = [exe, "finetune", *[a for m in self.manifests(arm) for a in ("--manifest", str(m))]]
-                        command += ["--config", str(config), "--set", f"seed={seed}", "--device", self.device]
-                        command += ["--set", f"max_steps_per_epoch={steps_per_epoch}"]
-                        if self.copy_probability is not None:  # every arm, so real draws the same real images
-                            command += ["--copy-probability", str(self.copy_probability)]
-                        command += ["--out", str(root), "--no-progress"]
-                        if regime in self.epochs:
-                            command += ["--epochs", str(self.epochs[regime])]
-                    seconds = STARTUP_S + epochs * per_epoch
-                    steps.append(Step(f"finetune {label}", command, seconds, finished(run), root))
-                    models[label] = root
-        steps.append(self._verify_step(exe, models, rates))
-        steps.append(
-            Step(
-                "compare",
-                [exe, "compare", str(self.out / "verify"), "--json", str(self.out / "compare.json")],
-                5.0,
-                output=self.out / "compare.md",
-            )
-        )
+            steps += self._finetune_steps(exe, regime, sum(counts.values()), rates, models)
+        return [*steps, self._verify_step(exe, models, rates), *self._report_steps()]
+
+    def _data_steps(self, exe: str, ds: str, count: int, rates: dict) -> list[Step]:
+        """Preprocess one training dataset, then make its copies of every kind the arms use."""
+        kinds = {kind for arm in self.arms for kind in ARMS[arm]}
+        listing = ["--dataset", "list", "--root", str(self.data / ds / "identities.tsv")]
+        out = self.data_dir("real", ds)
+        command = [exe, "preprocess", *listing, "--out", str(out), "--no-progress"]
+        seconds = STARTUP_S + count / rates["preprocess"]
+        steps = [Step(f"preprocess {ds}", command, seconds, (out / "summary.json").is_file(), out)]
+        for kind, method in COPY_METHODS.items():
+            if kind not in kinds:
+                continue
+            out = self.data_dir(kind, ds)
+            extra = [*method]
+            if kind == "cascade" and self.cascade_model:
+                extra += ["--model", str(self.cascade_model)]
+            if kind != "cascade":
+                extra += ["--donors", str(self.data_dir("real", DONOR_SOURCE))]
+            command = [exe, "run", *listing, *extra, "--copies", str(self.copies), "--out", str(out), "--no-progress"]
+            seconds = STARTUP_S + count * self.copies / rates[kind]
+            steps.append(Step(f"{kind} copies of {ds}", command, seconds, (out / "manifest.parquet").is_file(), out))
+        return steps
+
+    def _finetune_steps(self, exe: str, regime: str, total: int, rates: dict, models: dict[str, Path]) -> list[Step]:
+        """One fine-tune per arm and seed of ``regime`` (a resume where a run stopped); adds their labels to
+        ``models``."""
+        config = self.config(regime)
+        values = _config(config)
+        epochs = self.epochs.get(regime) or int(values["epochs"])
+        # every arm takes the same optimisation steps: at most one pass over the real training faces per epoch
+        # (fewer when the config caps it), so an arm with copies sees a different random share of its rows each
+        # epoch, not more steps
+        steps_per_epoch = max(1, int((1 - VAL_FRACTION) * total) // int(values["batch_size"]))
+        steps_per_epoch = min(steps_per_epoch, int(values.get("max_steps_per_epoch") or steps_per_epoch))
+        rate = rates[regime]
+        per_epoch = steps_per_epoch * int(values["batch_size"]) / rate["train"] + VAL_FRACTION * total / rate["embed"]
+        steps = []
+        for arm in self.arms:
+            for seed in self.seeds:
+                label = f"{regime}/{arm}-s{seed}"
+                root = self.out / "runs" / regime / f"{arm}-s{seed}"
+                run = run_folder(root)
+                if run is not None and not finished(run):
+                    command = [exe, "finetune", "--resume", str(run), "--no-progress"]
+                else:
+                    command = [exe, "finetune", *[a for m in self.manifests(arm) for a in ("--manifest", str(m))]]
+                    command += ["--config", str(config), "--set", f"seed={seed}", "--device", self.device]
+                    command += ["--set", f"max_steps_per_epoch={steps_per_epoch}"]
+                    if self.copy_probability is not None:  # every arm, so real draws the same real images
+                        command += ["--copy-probability", str(self.copy_probability)]
+                    command += ["--out", str(root), "--no-progress"]
+                    if regime in self.epochs:
+                        command += ["--epochs", str(self.epochs[regime])]
+                steps.append(Step(f"finetune {label}", command, STARTUP_S + epochs * per_epoch, finished(run), root))
+                models[label] = root
+        return steps
+
+    def _report_steps(self) -> list[Step]:
+        """``augmentor compare`` over the verification, then this script's ``--collect`` into the results file."""
+        compare = [_augmentor(), "compare", str(self.out / "verify"), "--json", str(self.out / "compare.json")]
         results = self.results or self.out / RESULTS_NAME
         command = [sys.executable, str(Path(__file__).resolve()), "--out", str(self.out), "--data", str(self.data)]
-        steps.append(Step("results", [*command, "--collect", "--results", str(results)], 5.0, output=results))
-        return steps
+        return [
+            Step("compare", compare, 5.0, output=self.out / "compare.md"),
+            Step("results", [*command, "--collect", "--results", str(results)], 5.0, output=results),
+        ]
 
     def _verify_step(self, exe: str, models: dict[str, Path], rates: dict) -> Step:
         from recognition.lfw import read_pairs
@@ -461,6 +444,34 @@ def measure_rates(regime: str, manifest: Path, steps: int, config: Path | None =
     }
 
 
+def write_results(out: Path, results: Path) -> None:
+    """--collect: the grid's results file from ``out``'s verification and comparison."""
+    if not (out / "verify" / "report.json").is_file():
+        raise click.BadParameter(f"{out / 'verify' / 'report.json'} not found: run the grid first", param_hint="--out")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(collect_results(out), indent=2))
+    click.echo(f"wrote {results}")
+
+
+def write_rates(out: Path, shards: Path, steps: int, regimes: tuple[str, ...], configs: dict[str, Path]) -> None:
+    """--measure: each regime's training and embedding rates on ``shards``, as a table and in ``OUT/rates.json``."""
+    measured = {}
+    click.echo(
+        "| regime | train img/s (wall) | train CPU-ms/img | train img/s, 2 free cores | embed img/s (wall) "
+        "| embed CPU-ms/img | embed img/s, 2 free cores | load |"
+    )
+    click.echo("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for regime in regimes:
+        r = measured[regime] = measure_rates(regime, shards, steps, configs.get(regime))
+        click.echo(
+            f"| {regime} | {r['train_wall']:.1f} | {r['train_cpu_ms']:.0f} | {r['train_2core']:.1f} "
+            f"| {r['embed_wall']:.1f} | {r['embed_cpu_ms']:.1f} | {r['embed_2core']:.1f} | {r['load']:.1f} |"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RATES_FILE).write_text(json.dumps({"shards": str(shards), "regimes": measured}, indent=2))
+    click.echo(f"wrote {out / RATES_FILE}: the plan of this --out now uses these wall rates")
+
+
 def _csv(value: str, allowed=None) -> tuple[str, ...]:
     items = tuple(v.strip() for v in value.split(",") if v.strip())
     if allowed is not None and (bad := [v for v in items if v not in allowed]):
@@ -607,34 +618,12 @@ def main(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     results = results or out / RESULTS_NAME
     if collect:
-        if not (out / "verify" / "report.json").is_file():
-            raise click.BadParameter(
-                f"{out / 'verify' / 'report.json'} not found: run the grid first", param_hint="--out"
-            )
-        results.parent.mkdir(parents=True, exist_ok=True)
-        results.write_text(json.dumps(collect_results(out), indent=2))
-        click.echo(f"wrote {results}")
-        return
+        return write_results(out, results)
     configs = _specs(config_specs, _yaml_file, "YAML (an existing file)")
     if not union:
         configs = {**V3_CONFIGS, **configs}
     if measure is not None:
-        measured = {}
-        click.echo(
-            "| regime | train img/s (wall) | train CPU-ms/img | train img/s, 2 free cores | embed img/s (wall) "
-            "| embed CPU-ms/img | embed img/s, 2 free cores | load |"
-        )
-        click.echo("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for regime in _csv(regimes, REGIMES):
-            r = measured[regime] = measure_rates(regime, measure, measure_steps, configs.get(regime))
-            click.echo(
-                f"| {regime} | {r['train_wall']:.1f} | {r['train_cpu_ms']:.0f} | {r['train_2core']:.1f} "
-                f"| {r['embed_wall']:.1f} | {r['embed_cpu_ms']:.1f} | {r['embed_2core']:.1f} | {r['load']:.1f} |"
-            )
-        out.mkdir(parents=True, exist_ok=True)
-        (out / RATES_FILE).write_text(json.dumps({"shards": str(measure), "regimes": measured}, indent=2))
-        click.echo(f"wrote {out / RATES_FILE}: the plan of this --out now uses these wall rates")
-        return
+        return write_rates(out, measure, measure_steps, _csv(regimes, REGIMES), configs)
     epochs = _specs(epoch_specs, _positive, "N")
     for ds in DATASETS:
         if not (data / ds / "identities.tsv").is_file():

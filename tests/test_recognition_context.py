@@ -653,6 +653,31 @@ def test_grid_dry_run_cli(tmp_path, grid_data):
     assert bad.exit_code != 0 and "REGIME=YAML" in bad.output
 
 
+def test_grid_measure_cli_writes_rates(tmp_path, monkeypatch):
+    """--measure: one table row and one rates.json entry per regime, each measured with that regime's config."""
+    grid_module = _grid_module()
+    calls = []
+
+    def fake_measure(regime, shards, steps, config):
+        calls.append((regime, shards, steps, config))
+        base = 100.0 if regime == "scratch" else 10.0
+        keys = ("train_wall", "train_cpu_ms", "train_2core", "embed_wall", "embed_cpu_ms", "embed_2core", "load")
+        return {key: base + i for i, key in enumerate(keys)}
+
+    monkeypatch.setattr(grid_module, "measure_rates", fake_measure)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    out = tmp_path / "g"
+    args = ["--out", str(out), "--measure", str(shards), "--measure-steps", "3"]
+    result = CliRunner().invoke(grid_module.main, args)
+    assert result.exit_code == 0, result.output
+    v3_config = ROOT / "configs" / "recognition" / "grid-pretrained-v3.yaml"
+    assert calls == [("pretrained", shards, 3, v3_config), ("scratch", shards, 3, None)]
+    assert "| scratch | 100.0 | 101 | 102.0 | 103.0 | 104.0 | 105.0 | 106.0 |" in result.output
+    written = json.loads((out / "rates.json").read_text())
+    assert written["shards"] == str(shards) and written["regimes"]["pretrained"]["embed_wall"] == 13.0
+
+
 def test_grid_v3_plan_copies_and_probability(tmp_path, grid_data):
     """K copies per kind (plain and seamless donors apart), the same --copy-probability for every arm."""
     grid_module = _grid_module()
