@@ -2,7 +2,7 @@
 
 Library code raises :class:`InputError` (or a subclass: ``ConfigError``, ``DatasetError``, ``CorruptFileError`` ...)
 where it checks what the user gave it, and the CLI turns exactly that into a one-line ``click.ClickException``
-(:func:`augmentor.commands.errors.user_errors`, used by every command).
+(:func:`augmentor.cli_errors.user_errors`, used by every command).
 Any other ``ValueError``, ``RuntimeError`` or ``KeyError`` is a bug or a resource problem (a shape mismatch, out
 of memory) and keeps its traceback.
 """

@@ -2,7 +2,7 @@
 
 Each factory returns a click decorator. Commands differ only in help text or default, which the factories take.
 Importing this module imports click alone (and the torch-free :mod:`augmentor.precision` constants and
-:mod:`augmentor.commands.errors`).
+:mod:`augmentor.cli_errors`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from augmentor.commands.errors import user_errors
+from augmentor.cli_errors import user_errors
 
 DATASET_NAMES = ("casia", "lfw", "celeba", "folder", "list")  # augmentor.datasets registry; a test keeps them equal
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from augmentor.commands.errors import user_errors
+from augmentor.cli_errors import user_errors
 from augmentor.layout import CONFIG_FILE
 from augmentor.options import (
     address_option,

@@ -135,7 +135,7 @@ def test_a_ray_job_resumes_after_lost_workers_but_not_after_a_stage_bug():
 def test_user_errors_turns_bad_input_into_one_line_and_lets_bugs_through():
     import click
 
-    from augmentor.commands.errors import user_errors
+    from augmentor.cli_errors import user_errors
     from augmentor.config import ConfigError
     from augmentor.resources import MissingModelFileError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from augmentor.commands.errors import user_errors
+from augmentor.cli_errors import user_errors
 from augmentor.options import (
     choice_option,
     float_option,

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from augmentor.commands.errors import user_errors
+from augmentor.cli_errors import user_errors
 from augmentor.options import (
     config_options,
     dataset_options,
