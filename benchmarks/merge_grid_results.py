@@ -23,7 +23,7 @@ log = logging.getLogger("merge_grid_results")
 
 PER_REGIME = ("regimes", "configs")  # grid settings that may differ between the parts: they are joined
 SHARED = ("pairs", "num_pairs", "alignment", "contexts")  # the evaluation: must agree
-REL_TOL = 1e-9  # floats (e.g. a mean donor distance) agree when equal to this relative tolerance
+REL_TOL = 1e-5  # floats agree within this: a mean donor distance recomputed on another machine differs by ~6e-7
 
 
 class MergeError(ValueError):
